@@ -1,0 +1,18 @@
+"""hptransfer: mu-P, Depth-mu-P and CompleteP hyperparameter transfer for any PyTorch model."""
+
+from . import nn, rules
+from .errors import (AlreadyParametrizedError, BaseShapeError, BranchError, HptError, NotParametrizedError,
+                     ReadoutError, SchemeError, ShapesFileError)
+from .optim import lr_scales, param_groups, scaled, set_lr
+from .parametrize import get_plan, parametrize, unparametrize, unwrap
+from .plan import ModuleRecord, ParamRecord, Plan
+from .shapes import load_base, save_shapes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyParametrizedError", "BaseShapeError", "BranchError", "HptError", "ModuleRecord",
+    "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError", "ShapesFileError",
+    "get_plan", "load_base", "lr_scales", "nn", "param_groups", "parametrize", "rules", "save_shapes",
+    "scaled", "set_lr", "unparametrize", "unwrap",
+]

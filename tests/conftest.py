@@ -1,0 +1,42 @@
+"""Shared fixtures and numeric helpers: seeds, meta-device bases, log-log slopes."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(autouse=True)
+def seed() -> int:
+    random.seed(1234)
+    np.random.seed(1234)
+    torch.manual_seed(1234)
+    return 1234
+
+
+def meta(cls, *args, **kwargs):
+    """Build a model on the meta device (a free base)."""
+    with torch.device("meta"):
+        return cls(*args, **kwargs)
+
+
+def loglog_slope(sizes, values) -> float:
+    """Least-squares slope of log2(value) against log2(size)."""
+    x = np.log2(np.asarray(sizes, dtype=float))
+    y = np.log2(np.asarray(values, dtype=float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def rms(t: torch.Tensor) -> float:
+    return float(t.detach().float().pow(2).mean().sqrt())
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)
