@@ -1,0 +1,133 @@
+"""param_groups(): factors per group, weight decay modes, schedulers, and wrapped models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import hptransfer as hpt
+from hptransfer.models import PlainGPT, PlainMLP
+
+from conftest import meta
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mlp(width: int = 256) -> nn.Module:
+    model = PlainMLP(width)
+    hpt.parametrize(model, meta(PlainMLP, 64), "mup")
+    return model
+
+
+def lr_of(groups, param) -> float:
+    return next(g["lr"] for g in groups if any(p is param for p in g["params"]))
+
+
+def test_every_parameter_once_with_its_factor():
+    model = mlp()
+    plan = hpt.get_plan(model)
+    groups = hpt.param_groups(model, lr=0.1, weight_decay=0.01, eps=1e-8)
+    seen = [p for g in groups for p in g["params"]]
+    assert len(seen) == len(list(model.parameters())) == len({id(p) for p in seen})
+    for name, p in model.named_parameters():
+        rec = plan.record(name)
+        group = next(g for g in groups if any(q is p for q in g["params"]))
+        assert group["lr"] == pytest.approx(0.1 * rec.lr["adam"])
+        assert group["weight_decay"] == pytest.approx(0.01 * rec.weight_decay["adam"])
+        assert group["eps"] == pytest.approx(1e-8 * rec.eps)
+        assert group["lr"] * group["weight_decay"] == pytest.approx(0.1 * 0.01)  # lr*wd width-invariant
+
+
+def test_sgd_groups_and_options():
+    model = mlp()
+    sgd = hpt.param_groups(model, lr=0.1, optimizer="sgd")
+    assert all("eps" not in g for g in sgd)
+    assert lr_of(sgd, model[0].weight) == pytest.approx(0.4) and lr_of(sgd, model[2].weight) == pytest.approx(0.1)
+    torch.optim.SGD(sgd, momentum=0.9)
+    independent = hpt.param_groups(model, lr=0.1, weight_decay=0.05, independent_weight_decay=True)
+    assert all(g["lr"] * g["weight_decay"] == pytest.approx(0.05) for g in independent)
+    matrices = hpt.param_groups(model, lr=0.1, weight_decay=0.05, decay="matrices")
+    for g in matrices:
+        assert (g["weight_decay"] > 0) == all(p.dim() >= 2 for p in g["params"])
+    no_eps = hpt.param_groups(model, lr=0.1, eps=1e-8, scale_eps=False)
+    assert {g["eps"] for g in no_eps} == {1e-8}
+    with pytest.warns(UserWarning, match="not mu-P compatible"):
+        hpt.param_groups(model, lr=0.1, weight_decay=0.1, optimizer="adam")
+    with pytest.raises(hpt.SchemeError, match="optimizer='lion'"):
+        hpt.param_groups(model, lr=0.1, optimizer="lion")
+    with pytest.raises(hpt.NotParametrizedError):
+        hpt.param_groups(PlainMLP(64), lr=0.1)
+
+
+def test_fused_and_foreach_optimizers_accept_groups():
+    model = mlp()
+    for kwargs in ({"foreach": True}, {"fused": True}):
+        opt = torch.optim.AdamW(hpt.param_groups(model, lr=1e-3), **kwargs)
+        model(torch.randn(4, 32)).sum().backward()
+        opt.step()
+
+
+def _ratios(opt) -> list[float]:
+    return [g["lr"] / opt.param_groups[0]["lr"] for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("make", [
+    lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (1 + s)),
+    lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10),
+    lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hpt.scaled(opt, 1e-2), total_steps=10),
+])
+def test_schedulers_keep_group_ratios(make):
+    model = mlp()
+    opt = torch.optim.AdamW(hpt.param_groups(model, lr=1e-2))
+    expected = _ratios(opt)
+    assert len(set(round(r, 6) for r in expected)) > 1
+    sched = make(opt)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+        assert _ratios(opt) == pytest.approx(expected)
+
+
+def test_absolute_scheduler_breaks_ratios_unless_scaled():
+    """Negative control for mup issue #40: an absolute max_lr flattens the groups; hpt.scaled does not."""
+    model = mlp()
+    opt = torch.optim.AdamW(hpt.param_groups(model, lr=1e-2))
+    expected = _ratios(opt)
+    torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=10)
+    assert _ratios(opt) != pytest.approx(expected)
+    hpt.set_lr(opt, 3e-3)
+    assert _ratios(opt) == pytest.approx(expected)
+    assert hpt.lr_scales(opt) == pytest.approx(expected)
+
+
+def test_groups_after_torch_compile():
+    model = mlp()
+    compiled = torch.compile(model, backend="eager")
+    direct = hpt.param_groups(model, lr=1e-2)
+    via_compile = hpt.param_groups(compiled, lr=1e-2)
+    assert [(g["lr"], len(g["params"])) for g in direct] == [(g["lr"], len(g["params"])) for g in via_compile]
+    assert hpt.get_plan(compiled) is hpt.get_plan(model)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_ddp_and_fsdp2_train_like_a_single_process(mode, tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import dist_worker
+
+    reference = dist_worker.build()
+    ref_opt = dist_worker.train(reference)
+    out = tmp_path / "result.pt"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "dist_worker.py"), mode, str(out),
+                           str(tmp_path / "init")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = torch.load(out, weights_only=True)
+    assert sorted(result["lrs"]) == pytest.approx(sorted(g["lr"] for g in ref_opt.param_groups))
+    for name, p in reference.named_parameters():
+        assert torch.allclose(result["state"][name], p.detach(), atol=1e-5), name
