@@ -101,12 +101,16 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(inner, d_model, bias=bias)
         self.causal = causal
         self.logit_scale_factor = 1.0
-        if zero_init_query:
+        if zero_init_query:  # q = 0 at init, so the logits start at exactly zero
             with torch.no_grad():
                 if fused_qkv:
                     self.qkv.weight[:inner].zero_()
+                    if self.qkv.bias is not None:
+                        self.qkv.bias[:inner].zero_()
                 else:
                     self.q.weight.zero_()
+                    if self.q.bias is not None:
+                        self.q.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, _ = x.shape

@@ -287,6 +287,13 @@ def _initialize(root: nn.Module, plan: Plan, base: BaseLike, shapes: BaseShapes)
     params = dict(root.named_parameters())
     base_params = dict(base.named_parameters(remove_duplicate=False)) if isinstance(base, nn.Module) else {}
     not_default: list[str] = []
+    # A bias keeps its base shape while its default std follows the weight's fan-in, so "at base shape" is
+    # decided per owner module, over all of its parameters (aliases included).
+    at_base_shape: dict[str, bool] = {}
+    for rec in plan.params.values():
+        for alias in [rec.name, *rec.aliases]:
+            owner = alias.rpartition(".")[0]
+            at_base_shape[owner] = at_base_shape.get(owner, True) and rec.shape == rec.base_shape
     for name, rec in plan.params.items():
         param = params[name]
         owner_name, _, leaf = name.rpartition(".")
@@ -294,8 +301,8 @@ def _initialize(root: nn.Module, plan: Plan, base: BaseLike, shapes: BaseShapes)
         if not isinstance(plan.init, str):
             _sigma_init(param, rec, owner, leaf, float(plan.init))
             continue
-        if rec.shape == rec.base_shape:
-            continue  # at base shape the model's own init *is* the base init
+        if at_base_shape.get(owner_name, True):
+            continue  # the owner module is at base shape: the model's own init *is* the base init
         current = float(param.float().std()) if param.numel() > 1 else 0.0
         if current == 0.0:
             continue  # constant init (norm gains, zero-init readouts) is width-independent

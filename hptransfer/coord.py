@@ -1,0 +1,517 @@
+"""Coordinate checks with a verdict: is a model really in mu-P / Depth-mu-P before you spend a sweep on it?
+
+For each size (width or depth), seed and step, records a statistic of chosen modules' outputs on a fixed
+probe batch, and of their change since initialization (the feature update mu-P keeps order one), then fits
+the slope of log2(stat) against log2(size). Flat means transfer-ready (RULES.md "Checks that prove it":
+|slope| <= 0.15); the logits and attention logits at initialization may shrink like size^-1/2 under mu-P
+(TP5 App. D.2) and are judged by that rule instead.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import nn as hnn
+from .errors import HptError
+from .optim import param_groups
+from .parametrize import get_plan, unwrap
+from .shapes import as_globs, index_pattern, match_any
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[Any, torch.Tensor]
+STATS: dict[str, Callable[[torch.Tensor], float]] = {
+    "rms": lambda t: float(t.float().pow(2).mean().sqrt()),
+    "l1": lambda t: float(t.float().abs().mean()),
+    "std": lambda t: float(t.float().std()),
+}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+class CoordCheckError(HptError, ValueError):
+    """Bad input to coord_check (sizes, build function, module globs, a loss that is NaN from the start)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass rules (RULES.md "Checks that prove it").
+
+    Attributes:
+        flat: max |slope| of a quantity mu-P keeps order one.
+        init_logit_low: lowest slope allowed for the readout's logits at step 0: without zero init they are
+            a Gaussian process of variance ~1/width (TP5 App. D.2), slope -1/2.
+        attn_logit_low: lowest slope allowed for attention logits at *every* step. At init the same -1/2
+            applies; after a few steps their update approaches its limit from below until width is much
+            larger than the tokens seen (gradients of attention are token-specific): for the reference GPT
+            with 8 tokens we measured local slopes +0.22, -0.68, -0.40, -0.03 between widths 128..2048.
+            SP-style 1/sqrt(d) attention gives about +0.5, so the upper bound ``flat`` still catches it.
+    """
+
+    flat: float = 0.15
+    init_logit_low: float = -0.5 - 0.15
+    attn_logit_low: float = -0.5 - 0.15
+
+
+@dataclass
+class Slope:
+    """Slope of log2(stat) vs log2(size) for one (module, step, kind), mean over seeds with a band."""
+
+    module: str
+    step: int
+    kind: str  # "out" (the activation) or "update" (its change since step 0)
+    slope: float
+    low: float
+    high: float
+    allowed: tuple[float, float]
+
+    @property
+    def ok(self) -> bool:
+        return self.allowed[0] <= self.slope <= self.allowed[1]
+
+    @property
+    def excess(self) -> float:
+        """How far outside the allowed band (0 when inside)."""
+        return max(self.allowed[0] - self.slope, self.slope - self.allowed[1], 0.0)
+
+
+@dataclass
+class CoordCheckResult:
+    """Outcome of coord_check: ``ok`` (bool verdict), ``slopes``, ``records`` (rows) and reporting helpers."""
+
+    axis: str
+    sizes: list[int]
+    steps: int
+    seeds: int
+    stat: str
+    thresholds: Thresholds
+    records: list[dict[str, Any]] = field(default_factory=list)
+    slopes: list[Slope] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.slopes) and all(s.ok for s in self.slopes)
+
+    @property
+    def failures(self) -> list[Slope]:
+        return sorted((s for s in self.slopes if not s.ok), key=lambda s: -s.excess)
+
+    def slope(self, module: str, step: int, kind: str = "out") -> Slope:
+        for s in self.slopes:
+            if (s.module, s.step, s.kind) == (module, step, kind):
+                return s
+        raise KeyError((module, step, kind))
+
+    def summary(self, worst: int = 8) -> str:
+        """A short table: the verdict, then the worst offenders (or the steepest slopes when passing)."""
+        verdict = "PASS" if self.ok else "FAIL"
+        rows = self.failures[:worst] if not self.ok else sorted(self.slopes, key=lambda s: -abs(s.slope))[:worst]
+        lines = [f"coord check ({self.axis}, sizes {self.sizes}, {self.seeds} seeds, {self.steps} steps, "
+                 f"stat {self.stat}): {verdict} - {len(self.failures)} of {len(self.slopes)} slopes outside "
+                 f"their band",
+                 "| module | step | kind | slope | seed band | allowed | ok |", "|---|---|---|---|---|---|---|"]
+        for note in self.notes if not self.ok else []:
+            lines.insert(1, f"note: {note}")
+        for s in rows:
+            lines.append(f"| {s.module} | {s.step} | {s.kind} | {s.slope:+.3f} | [{s.low:+.3f}, {s.high:+.3f}] | "
+                         f"[{s.allowed[0]:+.2f}, {s.allowed[1]:+.2f}] | {'yes' if s.ok else 'NO'} |")
+        return "\n".join(lines)
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        payload = {"axis": self.axis, "sizes": self.sizes, "steps": self.steps, "seeds": self.seeds,
+                   "stat": self.stat, "ok": self.ok, "thresholds": asdict(self.thresholds),
+                   "slopes": [dict(asdict(s), ok=s.ok) for s in self.slopes], "records": self.records}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(path)
+        return path
+
+    def plot(self, path: str | os.PathLike, max_modules: int = 12) -> Path:
+        """Log-log panels of stat vs size, one per step; top row the activations, bottom row their updates."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        table: dict[tuple[str, str, int, int], list[float]] = defaultdict(list)
+        for r in self.records:
+            table[(r["kind"], r["module"], r["step"], r["size"])].append(r["value"])
+        failing = {s.module for s in self.failures}
+        modules = sorted({r["module"] for r in self.records}, key=lambda m: (m not in failing, m))[:max_modules]
+        steps = list(range(self.steps + 1))
+        fig, axes = plt.subplots(2, len(steps), figsize=(3.2 * len(steps), 6.0), squeeze=False, sharex=True)
+        colors = plt.cm.tab20(np.linspace(0, 1, max(len(modules), 2)))
+        for row, kind in enumerate(("out", "update")):
+            for col, step in enumerate(steps):
+                ax = axes[row][col]
+                for color, module in zip(colors, modules):
+                    xs, mean, low, high = [], [], [], []
+                    for size in self.sizes:
+                        vals = [v for v in table.get((kind, module, step, size), []) if v > 0]
+                        if vals:
+                            xs.append(size)
+                            mean.append(float(np.mean(vals)))
+                            low.append(min(vals))
+                            high.append(max(vals))
+                    if len(xs) >= 2:
+                        style = "--" if module in failing else "-"
+                        ax.plot(xs, mean, style, color=color, marker="o", ms=3, label=module)
+                        ax.fill_between(xs, low, high, color=color, alpha=0.15)
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log", base=2)
+                ax.set_title(f"{'activation' if kind == 'out' else 'change since init'}, step {step}", fontsize=9)
+                if row == 1:
+                    ax.set_xlabel(self.axis)
+            axes[0][0].set_ylabel(f"{self.stat}")
+            axes[1][0].set_ylabel(f"{self.stat} of x_t - x_0")
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7)
+        fig.suptitle(f"coordinate check vs {self.axis}: {'PASS' if self.ok else 'FAIL'} "
+                     f"(dashed: outside the band)", fontsize=11)
+        fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+        path = Path(path)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+# ---- what to record ----------------------------------------------------------------------------------
+def _default_modules(root: nn.Module, axis: str) -> dict[str, str]:
+    """key -> what to record ("out", "readout_in", "attn_logits") for the default module set.
+
+    Width: input layers, residual branches and blocks, attention logits, the readout's input and output
+    (and every width-sized layer in a model without residual blocks). Depth: what RULES.md and CompleteP
+    Fig. 7 require to be flat, the final residual stream (output of the last block) and the readout's input
+    and output; quantities inside a branch scale with depth by design (TP6, CompleteP), and per-block
+    averages only settle as the depth grows, so neither decides the depth verdict (record them with
+    ``modules=``).
+    """
+    plan = get_plan(root)
+    chosen: dict[str, str] = {}
+    modules = dict(root.named_modules())
+    if plan is not None:
+        blocks = [b for b in dict.fromkeys(r.block for r in plan.params.values() if r.block)]
+        native_residuals = [n for n, m in modules.items() if isinstance(m, hnn.Residual)]
+        for rec in plan.modules:
+            if rec.kind == "input" and axis == "width":
+                chosen[rec.name] = "out"
+            if rec.kind == "branch" and axis == "width":
+                chosen[rec.name] = "out"
+            if rec.kind == "readout":
+                chosen[rec.name] = "out"
+                chosen[rec.name + ":in"] = "readout_in"
+        streams = native_residuals or [b for b in blocks if b in modules and b != ""]
+        if axis == "width":
+            for block in streams:
+                chosen.setdefault(block, "out")
+        if streams:
+            chosen[streams[-1] + ":last"] = "out"
+        if not plan.n_branches and axis == "width":  # no residual structure: every width-sized layer
+            for rec in plan.params.values():
+                owner = rec.name.rpartition(".")[0]
+                if rec.role in ("input", "hidden") and owner:
+                    chosen.setdefault(owner, "out")
+    if axis == "width":
+        for name, module in modules.items():
+            if isinstance(module, hnn.SelfAttention):
+                chosen[name + ":logits"] = "attn_logits"
+    return chosen
+
+
+def _attention_logits(module: hnn.SelfAttention, x: torch.Tensor) -> torch.Tensor:
+    batch, seq, _ = x.shape
+    inner = module.n_head * module.head_dim
+    if module.fused_qkv:
+        q, k, _ = module.qkv(x).split(inner, dim=-1)
+    else:
+        q, k = module.q(x), module.k(x)
+    q, k = (t.view(batch, seq, module.n_head, module.head_dim).transpose(1, 2) for t in (q, k))
+    return (q @ k.transpose(-1, -2)) * (module.logit_scale_factor / math.sqrt(module.head_dim))
+
+
+class _Recorder:
+    """Forward hooks that capture the chosen tensors during one probe forward."""
+
+    def __init__(self, root: nn.Module, chosen: dict[str, str]) -> None:
+        self.captured: dict[str, torch.Tensor] = {}
+        modules = dict(root.named_modules())
+        self.handles = []
+        for key, what in chosen.items():
+            name = key.split(":")[0]
+            module = modules[name]
+            if what == "readout_in":  # before hptransfer's own input multiplier: record what the layer gets
+                self.handles.append(module.register_forward_pre_hook(self._pre(key), prepend=True))
+            elif what == "attn_logits":
+                self.handles.append(module.register_forward_hook(self._logits(key)))
+            else:
+                self.handles.append(module.register_forward_hook(self._out(key)))
+
+    def _out(self, key: str):  # type: ignore[no-untyped-def]
+        def hook(module, args, output):  # type: ignore[no-untyped-def]
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(tensor, torch.Tensor):
+                self.captured[key] = tensor.detach()
+        return hook
+
+    def _pre(self, key: str):  # type: ignore[no-untyped-def]
+        def hook(module, args):  # type: ignore[no-untyped-def]
+            self.captured[key] = args[0].detach()
+        return hook
+
+    def _logits(self, key: str):  # type: ignore[no-untyped-def]
+        def hook(module, args, output):  # type: ignore[no-untyped-def]
+            self.captured[key] = _attention_logits(module, args[0]).detach()
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _label(key: str) -> str:
+    name, _, what = key.partition(":")
+    return {"in": f"{name} (input)", "logits": f"{name} (attn logits)",
+            "last": "residual stream (last block)"}.get(what, name)
+
+
+def _is_logit(key: str, readouts: set[str]) -> bool:
+    name, _, what = key.partition(":")
+    return what == "logits" or (not what and name in readouts)
+
+
+# ---- the check ---------------------------------------------------------------------------------------
+def _batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], torch.Tensor):
+        while True:
+            yield data
+    else:
+        iterator = iter(data)
+        first = next(iterator, None)
+        if first is None:
+            raise CoordCheckError("data is an empty iterable; pass one (inputs, targets) batch or an iterable of them")
+        yield first
+        for batch in iterator:
+            yield batch
+        raise CoordCheckError("data ran out of batches before the last step; pass more batches or fewer steps")
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+def default_loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the last dimension (works for (B, C) and (B, T, C) logits)."""
+    return F.cross_entropy(output.reshape(-1, output.shape[-1]).float(), targets.reshape(-1))
+
+
+def coord_check(
+    build: Callable[[int], nn.Module],
+    sizes: Sequence[int],
+    *,
+    axis: Literal["width", "depth"] = "width",
+    data: Batch | Iterable[Batch],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw",
+    lr: float = 1e-2,
+    steps: int = 5,
+    seeds: int = 3,
+    stat: Literal["rms", "l1", "std"] = "rms",
+    modules: str | Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    thresholds: Thresholds = Thresholds(),
+    fast: bool = False,
+    progress: bool | None = None,
+    group_kwargs: dict[str, Any] | None = None,
+) -> CoordCheckResult:
+    """Run a coordinate check across ``sizes`` and return a result with a numeric verdict.
+
+    Args:
+        build: ``build(size)`` returns a ready (parametrized) model of that width or depth; called under
+            ``torch.manual_seed(seed)`` for each seed.
+        sizes: at least 3 distinct widths or depths (mu-P checks want >= 4 over >= 8x).
+        axis: "width" (modules compared by name) or "depth" (blocks pooled by index pattern).
+        data: one ``(inputs, targets)`` batch, reused every step, or an iterable with a new batch per step.
+            The first batch is the probe on which activations are recorded at every step.
+        loss_fn: ``loss_fn(model(inputs), targets)``; default cross-entropy over the last dim.
+        optimizer, lr: built as ``torch.optim.<Opt>(hptransfer.param_groups(model, lr, optimizer=...))``.
+        steps, seeds: training steps after init, and seeds per size. ``fast`` caps them at 3 and 2.
+        stat: "rms", "l1" (mup's mean |x|) or "std".
+        modules: globs of modules to record instead of the defaults (residual blocks and branches, input
+            layers, attention logits of hptransfer.nn.SelfAttention, the readout's input and output).
+        device: default CUDA when available, else CPU.
+        thresholds: the pass rules.
+        progress: show a progress bar (default: only on a terminal).
+        group_kwargs: extra keyword arguments for param_groups (e.g. weight_decay, eps).
+
+    Returns:
+        CoordCheckResult with .ok, .slopes, .records, .summary(), .plot(path), .to_json(path).
+    """
+    from tqdm.auto import tqdm
+
+    distinct = sorted(set(int(s) for s in sizes))
+    if len(distinct) < 3:
+        raise CoordCheckError(f"sizes={list(sizes)} has {len(distinct)} distinct value(s); a slope needs at least "
+                              "3 (use >= 4 sizes over >= 8x, e.g. [64, 128, 256, 512])")
+    if min(distinct) <= 0:
+        raise CoordCheckError(f"sizes must be positive, got {list(sizes)}")
+    if axis not in ("width", "depth"):
+        raise CoordCheckError(f"axis={axis!r}: choose 'width' or 'depth'")
+    if stat not in STATS:
+        raise CoordCheckError(f"stat={stat!r}: choose one of {sorted(STATS)}")
+    if optimizer not in OPTIMIZERS:
+        raise CoordCheckError(f"optimizer={optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
+    if fast:
+        steps, seeds = min(steps, 3), min(seeds, 2)
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    loss_fn = loss_fn or default_loss
+    statistic = STATS[stat]
+    result = CoordCheckResult(axis, distinct, steps, seeds, stat, thresholds)
+    readouts: set[str] = set()
+    tokens = 0
+    signatures: dict[int, tuple] = {}
+    bar = tqdm(total=len(distinct) * seeds, desc=f"coord check ({axis})", disable=not progress if progress
+               is not None else None, leave=False)
+    for seed in range(seeds):
+        for size in distinct:
+            torch.manual_seed(seed)
+            model = build(size).to(device)
+            root = unwrap(model)
+            signatures[size] = tuple((n, tuple(p.shape)) for n, p in root.named_parameters())
+            plan = get_plan(root)
+            readouts |= {m.name for m in plan.modules if m.kind == "readout"} if plan else set()
+            chosen = _choose_modules(root, modules, axis)
+            groups = param_groups(model, lr=lr, optimizer=optimizer, **(group_kwargs or {}))
+            opt = OPTIMIZERS[optimizer](groups)
+            batches = _batches(data)
+            probe_inputs, probe_targets = first = next(batches)
+            tokens = int(probe_targets.numel())
+            probe_inputs = _to(probe_inputs, device)
+            initial: dict[str, torch.Tensor] = {}
+            for step in range(steps + 1):
+                captured = _probe(model, root, chosen, probe_inputs)
+                for key, tensor in captured.items():
+                    if step == 0:
+                        initial[key] = tensor
+                    name = _pool(key, axis)
+                    result.records.append(dict(seed=seed, size=size, step=step, module=name, kind="out",
+                                               value=statistic(tensor)))
+                    if step > 0 and initial[key].shape == tensor.shape:
+                        result.records.append(dict(seed=seed, size=size, step=step, module=name, kind="update",
+                                                   value=statistic(tensor - initial[key])))
+                if step == steps:
+                    break
+                inputs, targets = first if step == 0 else next(batches)
+                loss = loss_fn(model(_to(inputs, device)), _to(targets, device))
+                if not torch.isfinite(loss):
+                    bar.close()
+                    where = "at step 0 (before any update)" if step == 0 else f"after {step} step(s)"
+                    hint = ("check the data and loss_fn, not the learning rate" if step == 0 else
+                            "the learning rate may be too large for this check; try a smaller lr")
+                    raise CoordCheckError(f"loss is {float(loss.detach())} {where} for {axis} {size}, seed {seed}: {hint}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            del model, root, opt, groups
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            bar.update(1)
+    bar.close()
+    if len(set(signatures.values())) == 1:
+        raise CoordCheckError(f"build(size) returned models with identical parameter shapes for sizes {distinct}; "
+                              f"build must construct a model of the given {axis}")
+    _pool_depth(result, axis)
+    result.slopes = _fit_slopes(result, readouts)
+    if axis == "width" and min(distinct) < 4 * tokens * steps:
+        result.notes.append(
+            f"the smallest width ({min(distinct)}) is not much larger than tokens per batch x steps "
+            f"({tokens} x {steps}); mu-P's predictions are for width >> that, and quantities with token-specific "
+            "gradients (attention logits) shrink with width until then. Use fewer tokens or larger widths.")
+    return result
+
+
+def _choose_modules(root: nn.Module, globs: str | Sequence[str] | None, axis: str) -> dict[str, str]:
+    if globs is None:
+        chosen = _default_modules(root, axis)
+        if not chosen:
+            raise CoordCheckError("found nothing to record: the model has no plan (call hptransfer.parametrize in "
+                                  "build) and no hptransfer.nn attention; pass modules=[...] globs")
+        return chosen
+    names = [n for n, _ in root.named_modules() if n]
+    chosen = {}
+    for glob in as_globs(globs):
+        hits = [n for n in names if match_any(n, [glob])]
+        if not hits:
+            raise CoordCheckError(f"modules glob {glob!r} matched no module; names look like {', '.join(names[:8])}")
+        chosen.update({n: "out" for n in hits})
+    return chosen
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str], inputs: Any) -> dict[str, torch.Tensor]:
+    recorder = _Recorder(root, chosen)
+    was_training = model.training
+    try:
+        model.train(was_training)
+        model(inputs)
+    finally:
+        recorder.remove()
+    return recorder.captured
+
+
+def _pool(key: str, axis: str) -> str:
+    if key.endswith(":last"):
+        return _label(key)
+    return _label(index_pattern(key) if axis == "depth" else key)
+
+
+def _pool_depth(result: CoordCheckResult, axis: str) -> None:
+    """On the depth axis, average each pooled module's stat over its blocks (one row per seed/size/step)."""
+    if axis != "depth":
+        return
+    pooled: dict[tuple, list[float]] = defaultdict(list)
+    for r in result.records:
+        pooled[(r["seed"], r["size"], r["step"], r["module"], r["kind"])].append(r["value"])
+    result.records = [dict(seed=k[0], size=k[1], step=k[2], module=k[3], kind=k[4], value=float(np.mean(v)))
+                      for k, v in pooled.items()]
+
+
+def _fit_slopes(result: CoordCheckResult, readouts: set[str]) -> list[Slope]:
+    series: dict[tuple[str, int, str], dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in result.records:
+        series[(r["module"], r["step"], r["kind"])][r["seed"]][r["size"]] = r["value"]
+    logit_labels = {_label(k) for k in readouts}
+    slopes = []
+    for (module, step, kind), by_seed in sorted(series.items()):
+        per_seed = []
+        for values in by_seed.values():
+            xs = [s for s in sorted(values) if values[s] > 0 and math.isfinite(values[s])]
+            if len(xs) >= 3:
+                per_seed.append(float(np.polyfit(np.log2(xs), np.log2([values[s] for s in xs]), 1)[0]))
+        if not per_seed:
+            continue  # a quantity that is exactly zero (e.g. zero-init readout's first update) has no slope
+        mean = float(np.mean(per_seed))
+        spread = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed))) * 2 if len(per_seed) > 1 else 0.0
+        flat = result.thresholds.flat
+        allowed = (-flat, flat)
+        if step == 0 and kind == "out" and module in logit_labels:
+            allowed = (result.thresholds.init_logit_low, flat)
+        if module.endswith("(attn logits)"):
+            allowed = (result.thresholds.attn_logit_low, flat)
+        slopes.append(Slope(module, step, kind, mean, mean - spread, mean + spread, allowed))
+    return slopes
