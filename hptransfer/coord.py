@@ -171,6 +171,9 @@ class CoordCheckResult:
                         style = "--" if module in failing else "-"
                         ax.plot(xs, mean, style, color=color, marker="o", ms=3, label=module)
                         ax.fill_between(xs, low, high, color=color, alpha=0.15)
+                if kind == "update" and step == 0:
+                    ax.text(0.5, 0.5, "no change at init", ha="center", va="center", transform=ax.transAxes,
+                            color="gray")
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log", base=2)
                 ax.set_title(f"{'activation' if kind == 'out' else 'change since init'}, step {step}", fontsize=9)

@@ -225,7 +225,7 @@ def _uses_native_attention(root: nn.Module) -> bool:
 
 
 # ---- applying ---------------------------------------------------------------------------------------
-def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes) -> list[Any]:
+def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules: Scheme) -> list[Any]:
     modules = dict(root.named_modules())
     handles: list[Any] = []
     for rec in plan.modules:
@@ -246,12 +246,12 @@ def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes) -> lis
     for layer in native:
         factor = plan.multipliers["attn"]
         base_dim = plan.base_head_dim or _native_base_head_dim(layer, modules, shapes)
-        if plan.scheme != "sp" and get_scheme(plan.scheme).width_attention and base_dim:
+        if rules.width_attention and base_dim:
             factor *= math.sqrt(base_dim / layer.head_dim)
         layer.logit_scale_factor = factor
     if attention is not None and not native:
         scope = AttentionScope(plan.multipliers["attn"],
-                               plan.base_head_dim if get_scheme(plan.scheme).width_attention else None)
+                               plan.base_head_dim if rules.width_attention else None)
         handles.append(root.register_forward_pre_hook(scope.enter))
         handles.append(root.register_forward_hook(scope.exit, always_call=True))
     return handles
@@ -280,8 +280,8 @@ def _default_std(module: nn.Module, leaf: str, shape: tuple[int, ...]) -> float 
 
 
 @torch.no_grad()
-def _initialize(root: nn.Module, plan: Plan, base: BaseLike, shapes: BaseShapes) -> None:
-    if plan.init == "keep":
+def _initialize(root: nn.Module, plan: Plan, base: BaseLike, shapes: BaseShapes, rules: Scheme) -> None:
+    if plan.init == "keep" or (plan.init == "rescale" and not rules.rescale_init):
         return
     modules = dict(root.named_modules())
     params = dict(root.named_parameters())
@@ -408,8 +408,9 @@ def parametrize(
     plan = build_plan(root, base, scheme, readout=readout, branches=branches, base_head_dim=base_head_dim,
                       multipliers=multipliers, init=init, delta=delta)
     shapes = load_base(base, delta)
-    _initialize(root, plan, base, shapes)
-    handles = _install_multipliers(root, plan, shapes)
+    rules = get_scheme(scheme)
+    _initialize(root, plan, base, shapes, rules)
+    handles = _install_multipliers(root, plan, shapes, rules)
     setattr(root, PLAN_ATTR, plan)
     setattr(root, HOOKS_ATTR, handles)
     return plan

@@ -87,6 +87,8 @@ class Scheme:
         depth_alpha: branch multiplier exponent (m_L^-alpha); ``None`` means no depth rule at all.
         width_attention: attention logits scale like 1/d_head (mu-P) instead of 1/sqrt(d_head).
         scale_eps: Adam epsilon scales like 1/m_N (and m_L^-alpha in blocks).
+        rescale_init: init="rescale" moves init stds to the table's values relative to the base; False (SP)
+            leaves the model's own init, whatever its width dependence.
     """
 
     name: str
@@ -94,6 +96,7 @@ class Scheme:
     depth_alpha: float | None = None
     width_attention: bool = False
     scale_eps: bool = False
+    rescale_init: bool = True
 
     def depth_factor(self, quantity: str, depth_mult: float) -> float:
         """The in-block depth factor of ``quantity`` (a key of DEPTH_EXPONENTS) at depth multiplier m_L."""
@@ -121,7 +124,7 @@ def depth_scheme(alpha: float, name: str | None = None) -> Scheme:
 
 
 SCHEMES: Mapping[str, Scheme] = {
-    "sp": Scheme("sp"),
+    "sp": Scheme("sp", rescale_init=False),
     "mup": Scheme("mup", width=MUP_TABLE, width_attention=True, scale_eps=True),
     "depth_mup": depth_scheme(0.5, "depth_mup"),
     "completep": depth_scheme(1.0, "completep"),
