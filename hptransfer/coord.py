@@ -63,6 +63,9 @@ class Thresholds:
     flat: float = 0.15
     init_logit_low: float = -0.5 - 0.15
     attn_logit_low: float = -0.5 - 0.15
+    # Depth axis, step 0: the stream is the input part plus L branches of size m_L^-alpha each, so with
+    # alpha > 1/2 it may shrink like L^(1/2 - alpha) until the input part dominates (CompleteP accepts
+    # this; stability at init needs alpha >= 1/2, TP6). The band's low end becomes (1/2 - alpha) - flat.
 
 
 @dataclass
@@ -100,6 +103,7 @@ class CoordCheckResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     slopes: list[Slope] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    depth_alpha: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -397,6 +401,7 @@ def coord_check(
             signatures[size] = tuple((n, tuple(p.shape)) for n, p in root.named_parameters())
             plan = get_plan(root)
             readouts |= {m.name for m in plan.modules if m.kind == "readout"} if plan else set()
+            result.depth_alpha = plan.depth_alpha if plan else None
             chosen = _choose_modules(root, modules, axis)
             groups = param_groups(model, lr=lr, optimizer=optimizer, **(group_kwargs or {}))
             opt = OPTIMIZERS[optimizer](groups)
@@ -516,5 +521,7 @@ def _fit_slopes(result: CoordCheckResult, readouts: set[str]) -> list[Slope]:
             allowed = (result.thresholds.init_logit_low, flat)
         if module.endswith("(attn logits)"):
             allowed = (result.thresholds.attn_logit_low, flat)
+        if result.axis == "depth" and step == 0 and kind == "out" and result.depth_alpha is not None:
+            allowed = (min(0.0, 0.5 - result.depth_alpha) - flat, flat)
         slopes.append(Slope(module, step, kind, mean, mean - spread, mean + spread, allowed))
     return slopes

@@ -2,5 +2,6 @@
 
 from .native import GPT, MLP, ResMLP
 from .plain import PlainGPT, PlainMLP, PlainResMLP
+from .registry import FAMILIES, ModelSpec, UnknownModelError
 
-__all__ = ["GPT", "MLP", "PlainGPT", "PlainMLP", "PlainResMLP", "ResMLP"]
+__all__ = ["FAMILIES", "GPT", "MLP", "ModelSpec", "PlainGPT", "PlainMLP", "PlainResMLP", "ResMLP", "UnknownModelError"]
