@@ -70,7 +70,8 @@ class Thresholds:
 
 @dataclass
 class Slope:
-    """Slope of log2(stat) vs log2(size) for one (module, step, kind), mean over seeds with a band."""
+    """Slope of log2(stat) vs log2(size) for one (module, step, kind): mean over seeds, and the band
+    mean +- 2 standard errors over seeds (zero width with one seed)."""
 
     module: str
     step: int
@@ -82,12 +83,13 @@ class Slope:
 
     @property
     def ok(self) -> bool:
-        return self.allowed[0] <= self.slope <= self.allowed[1]
+        """Fails only when the whole seed band (mean +- 2 standard errors) is outside the allowed interval."""
+        return self.high >= self.allowed[0] and self.low <= self.allowed[1]
 
     @property
     def excess(self) -> float:
-        """How far outside the allowed band (0 when inside)."""
-        return max(self.allowed[0] - self.slope, self.slope - self.allowed[1], 0.0)
+        """How far the seed band lies outside the allowed interval (0 when they overlap)."""
+        return max(self.allowed[0] - self.high, self.low - self.allowed[1], 0.0)
 
 
 @dataclass
