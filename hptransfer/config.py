@@ -61,7 +61,103 @@ class CoordCheckConfig:
     data_seed: int = 0
 
 
+@dataclass
+class DataConfig:
+    """kind: text (built-in or data.path), tokens (memmapped uint16/uint32 file), gaussian_mixture."""
+
+    kind: str = "text"
+    path: Optional[str] = None
+    val_fraction: float = 0.1
+    dtype: str = "uint16"
+    vocab_size: Optional[int] = None
+    n_train: int = 4096
+    n_val: int = 1024
+    d_in: int = 32
+    n_classes: int = 10
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 3e-3  # used when nothing was tuned (transfer.py without a tune dir)
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    momentum: float = 0.9
+    independent_weight_decay: bool = False
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 16
+    seq_len: int = 64
+    schedule: str = "cosine"
+    min_lr_frac: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 4
+    compile: bool = False
+    device: Optional[str] = None
+    seed: int = 0
+    checkpoint_every: int = 0
+    resume: bool = False
+    diverge_factor: float = 2.0
+    parallel: str = "none"
+
+
+@dataclass
+class SweepConfig:
+    kind: str = "lr_grid"
+    log2_lr_min: float = -12.0
+    log2_lr_max: float = -4.0
+    log2_lr_step: float = 1.0
+    n_trials: int = 20
+    space: dict[str, list[float]] = field(default_factory=dict)
+    storage: Optional[str] = None
+    study: str = "hptransfer"
+    seed: int = 0
+
+
+@dataclass
+class ProxyConfig:
+    axis: str = "width"  # width | depth: which dimension the proxies shrink
+    sizes: list[int] = field(default_factory=lambda: [64, 128])
+
+
+@dataclass
+class CoordStageConfig:
+    enabled: bool = True
+    sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    steps: int = 3
+    seeds: int = 2
+    batch_size: int = 1
+    seq_len: int = 8
+    lr: float = 1e-2
+
+
+@dataclass
+class PipelineConfig:
+    """tune.py, transfer.py and mutransfer.py: model/scheme/data/optim/train/sweep/logger + proxy and stages."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scheme: SchemeConfig = field(default_factory=SchemeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    coord_check: CoordStageConfig = field(default_factory=CoordStageConfig)
+    name: str = "mutransfer"
+    tune_dir: Optional[str] = None  # transfer.py: the tune run dir whose tune.json holds the chosen LR
+    lr: Optional[float] = None  # transfer.py: an explicit LR instead of a tune dir
+
+
 def register_configs() -> None:
     """Register every schema with Hydra's ConfigStore (idempotent)."""
     store = ConfigStore.instance()
     store.store(name="coord_check_schema", node=CoordCheckConfig)
+    store.store(name="pipeline_schema", node=PipelineConfig)

@@ -1,0 +1,237 @@
+"""The proxy -> transfer -> target pipeline as functions: the recipes are thin Hydra shells around these.
+
+Data flows one way: config -> Context (data, model spec, settings) -> proxy sweep (Optuna ledger) -> chosen
+hyperparameters (tune.json) -> target run (transfer.json, metrics.jsonl) -> report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from .coord import CoordCheckResult, coord_check
+from .data import load_data, text_batch
+from .data.datasets import Classification, TokenStream
+from .data.synthetic import gaussian_mixture
+from .errors import HptError
+from .models.registry import FAMILIES, ModelSpec
+from .report import plot_curve, plot_lr_sweep, write_report
+from .rules import SCHEMES
+from .train import HParams, OptimSettings, TrainResult, TrainSettings, train
+from .tune import Optimum, SweepSettings, optimum_shift, run_sweep, trial_rows, write_json, write_trials_csv
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(HptError, ValueError):
+    """A pipeline configuration that cannot work (unknown names, a base larger than the target, ...)."""
+
+
+@dataclass
+class Context:
+    cfg: DictConfig
+    data: TokenStream | Classification
+    spec: ModelSpec
+    hp: HParams
+    settings: TrainSettings
+    optim: OptimSettings
+    sweep: SweepSettings
+
+    @property
+    def scheme(self) -> str:
+        return self.cfg.scheme.name
+
+    @property
+    def axis(self) -> str:
+        return self.cfg.proxy.axis
+
+    def size_kwargs(self, size: int) -> dict[str, int]:
+        return {"width": size} if self.axis == "width" else {"depth": size}
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def prepare(cfg: DictConfig) -> Context:
+    """Check the configuration and load the data; every error names the setting to change."""
+    model = cfg.model
+    if model.family not in FAMILIES:
+        raise PipelineError(f"model.family={model.family!r} is unknown; choose one of {sorted(FAMILIES)} (model=...)")
+    if cfg.scheme.name not in SCHEMES:
+        raise PipelineError(f"scheme={cfg.scheme.name!r} is unknown; choose one of {sorted(SCHEMES)}")
+    if model.base_width > model.width or model.base_depth > model.depth:
+        raise PipelineError(f"the base (width {model.base_width}, depth {model.base_depth}) is larger than the target "
+                            f"(width {model.width}, depth {model.depth}); set model.base_width/base_depth to the "
+                            "proxy's size or below")
+    if cfg.proxy.axis not in ("width", "depth"):
+        raise PipelineError(f"proxy.axis={cfg.proxy.axis!r}: choose width or depth")
+    target_size = model.width if cfg.proxy.axis == "width" else model.depth
+    too_big = [s for s in cfg.proxy.sizes if s > target_size]
+    if too_big:
+        raise PipelineError(f"proxy sizes {too_big} exceed the target's {cfg.proxy.axis} ({target_size}); a proxy "
+                            "must be smaller than the target")
+    data = load_data(cfg.data)
+    if model.family == "gpt" and data.task != "lm":
+        raise PipelineError("model=gpt needs a token dataset (data=text or data=tokens)")
+    if model.family != "gpt" and data.task != "classification":
+        raise PipelineError(f"model={model.family} needs a classification dataset (data=synthetic)")
+    options = {**OmegaConf.to_container(model.options, resolve=True), **data.model_options}
+    if model.family == "gpt" and cfg.train.seq_len > options.get("block_size", 64):
+        raise PipelineError(f"train.seq_len={cfg.train.seq_len} exceeds model.options.block_size="
+                            f"{options.get('block_size', 64)}")
+    spec = ModelSpec(model.family, model.width, model.depth, model.base_width, model.base_depth, options)
+    multipliers = OmegaConf.to_container(cfg.scheme.multipliers)
+    hp = HParams(lr=cfg.optim.lr, warmup_frac=cfg.optim.warmup_frac, init=cfg.scheme.init, multipliers=multipliers)
+    settings = TrainSettings(**OmegaConf.to_container(cfg.train))
+    optim = OptimSettings(name=cfg.optim.name, weight_decay=cfg.optim.weight_decay,
+                          betas=tuple(cfg.optim.get("betas", (0.9, 0.95))), eps=cfg.optim.get("eps", 1e-8),
+                          momentum=cfg.optim.get("momentum", 0.9),
+                          independent_weight_decay=cfg.optim.get("independent_weight_decay", False))
+    sweep = SweepSettings(**OmegaConf.to_container(cfg.sweep))
+    return Context(cfg, data, spec, hp, settings, optim, sweep)
+
+
+# ---- stages -----------------------------------------------------------------------------------------
+def run_coord_check(ctx: Context, run_dir: Path) -> CoordCheckResult:
+    stage = ctx.cfg.coord_check
+    if ctx.data.task == "lm":
+        inputs, targets, _ = text_batch(stage.batch_size, stage.seq_len)
+        data = (inputs.clamp(max=ctx.data.vocab_size - 1), targets.clamp(max=ctx.data.vocab_size - 1))
+    else:
+        points, labels = gaussian_mixture(stage.batch_size, ctx.spec.options["d_in"], ctx.spec.options["d_out"])
+        data = (points, labels)
+    result = coord_check(lambda size: ctx.spec.parametrized(ctx.scheme, **ctx.size_kwargs(size),
+                                                            multipliers=ctx.hp.multipliers or None),
+                         list(stage.sizes), axis=ctx.axis, data=data, lr=stage.lr, steps=stage.steps,
+                         seeds=stage.seeds)
+    result.plot(run_dir / "coord_check.png")
+    result.to_json(run_dir / "coord_check.json")
+    return result
+
+
+def fingerprint(ctx: Context) -> dict[str, Any]:
+    """What makes two sweeps the same experiment (compared against the ledger before it is reused)."""
+    cfg = ctx.cfg
+    return {"model": OmegaConf.to_container(cfg.model), "scheme": OmegaConf.to_container(cfg.scheme),
+            "data": OmegaConf.to_container(cfg.data), "train": {k: v for k, v in asdict(ctx.settings).items()
+                                                                if k not in ("resume", "device", "checkpoint_every")},
+            "optim": OmegaConf.to_container(cfg.optim), "axis": ctx.axis}
+
+
+def run_tune(ctx: Context, run_dir: Path, progress: Callable[[str], None] | None = None,
+             wandb_run: Any = None) -> dict[str, Any]:
+    """Sweep every proxy size (resuming a killed sweep), write trials.csv, lr_sweep.png and tune.json."""
+    storage = ctx.sweep.storage or f"sqlite:///{(run_dir / 'trials.db').resolve()}"
+
+    def objective(size: int, hp: HParams) -> TrainResult:
+        return train(ctx.spec, ctx.scheme, ctx.data, hp, ctx.settings, ctx.optim, **ctx.size_kwargs(size))
+
+    sizes = sorted(ctx.cfg.proxy.sizes)
+    optima = run_sweep(objective, sizes, ctx.hp, ctx.sweep, storage, fingerprint(ctx), progress)
+    rows = trial_rows(storage, ctx.sweep, sizes)
+    write_trials_csv(rows, run_dir / "trials.csv")
+    plot_lr_sweep(rows, optima, run_dir / "lr_sweep.png", ctx.axis,
+                  f"{ctx.spec.family}, {ctx.scheme}: loss vs LR per proxy {ctx.axis}")
+    chosen = max(optima, key=lambda o: o.size)
+    summary = {"scheme": ctx.scheme, "axis": ctx.axis, "storage": storage,
+               "optima": [asdict(o) | {"lr": o.lr} for o in optima], "shift_octaves": optimum_shift(optima),
+               "chosen": {"lr": chosen.lr, "log2_lr": chosen.log2_lr, "size": chosen.size, "params": chosen.params}}
+    write_json(run_dir / "tune.json", summary)
+    if wandb_run is not None:
+        _log_sweep_to_wandb(wandb_run, rows, run_dir / "lr_sweep.png", summary)
+    return summary
+
+
+def chosen_hparams(ctx: Context, tune_summary: dict[str, Any] | None) -> tuple[HParams, str]:
+    """The hyperparameters for the target and where they came from."""
+    hp = HParams(lr=ctx.hp.lr, warmup_frac=ctx.hp.warmup_frac, init=ctx.hp.init, multipliers=dict(ctx.hp.multipliers))
+    if tune_summary is not None:
+        chosen = tune_summary["chosen"]
+        hp.lr = chosen["lr"]
+        for key, value in chosen.get("params", {}).items():
+            if key in ("output", "input", "attn", "branch"):
+                hp.multipliers[key] = value
+            elif key == "warmup_frac":
+                hp.warmup_frac = value
+        return hp, f"the interpolated optimum of proxy {ctx.axis} {chosen['size']}"
+    if ctx.cfg.lr is not None:
+        hp.lr = ctx.cfg.lr
+        return hp, "lr= given on the command line"
+    return hp, "optim.lr (nothing was tuned)"
+
+
+def load_tune(tune_dir: str) -> dict[str, Any]:
+    path = Path(tune_dir).expanduser() / "tune.json"
+    if not path.is_file():
+        raise PipelineError(f"tune_dir={tune_dir!r} has no tune.json; point it at a finished recipes/tune.py run dir")
+    return json.loads(path.read_text())
+
+
+def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run: Any = None) -> TrainResult:
+    """Train the target with the chosen hyperparameters; writes transfer.json, metrics.jsonl, target_loss.png."""
+    metrics = (run_dir / "metrics.jsonl").open("a") if is_rank_zero() else None
+
+    def on_metrics(row: dict[str, float]) -> None:
+        if metrics is not None:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+        if wandb_run is not None:
+            wandb_run.log({f"target/{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+
+    try:
+        result = train(ctx.spec, ctx.scheme, ctx.data, hp, ctx.settings, ctx.optim, run_dir=run_dir,
+                       on_metrics=on_metrics)
+    finally:
+        if metrics is not None:
+            metrics.close()
+    if is_rank_zero():
+        write_json(run_dir / "transfer.json", {
+            "lr": hp.lr, "log2_lr": math.log2(hp.lr), "warmup_frac": hp.warmup_frac, "init": hp.init,
+            "multipliers": hp.multipliers, "source": source, "scheme": ctx.scheme,
+            "target": {"family": ctx.spec.family, "width": ctx.spec.width, "depth": ctx.spec.depth},
+            "base": {"width": ctx.spec.base_width, "depth": ctx.spec.base_depth},
+            "result": {"val_loss": result.val_loss, "diverged": result.diverged, "reason": result.reason,
+                       "seconds": result.seconds, "tokens": result.tokens}})
+        if result.curve:
+            plot_curve(result.curve, run_dir / "target_loss.png",
+                       f"target {ctx.spec.family} w{ctx.spec.width} d{ctx.spec.depth}, lr {hp.lr:.3g}")
+    return result
+
+
+def _log_sweep_to_wandb(run: Any, rows: list[dict[str, Any]], picture: Path, summary: dict[str, Any]) -> None:
+    import wandb
+
+    sizes = sorted({r["size"] for r in rows})
+    grid = sorted({r["log2_lr"] for r in rows if r["log2_lr"] is not None})
+    ys = []
+    for size in sizes:
+        by_lr = {r["log2_lr"]: r["val_loss"] for r in rows if r["size"] == size and r["state"] == "COMPLETE"}
+        ys.append([by_lr.get(x, float("nan")) for x in grid])
+    run.log({"proxy/lr_vs_loss": wandb.plot.line_series(xs=grid, ys=ys, keys=[f"size {s}" for s in sizes],
+                                                        title="loss vs log2 LR", xname="log2 lr"),
+             "proxy/lr_sweep": wandb.Image(str(picture))})
+    run.summary["proxy/chosen_lr"] = summary["chosen"]["lr"]
+    run.summary["proxy/shift_octaves"] = summary["shift_octaves"]
+
+
+def report(ctx: Context, run_dir: Path, *, tune_summary: dict[str, Any] | None, target: TrainResult | None,
+           coord: CoordCheckResult | None, source: str, hp: HParams | None) -> Path:
+    optima = [Optimum(**{k: v for k, v in o.items() if k != "lr"}) for o in (tune_summary or {}).get("optima", [])]
+    pictures = {name: file for name, file in (("coord", "coord_check.png"), ("sweep", "lr_sweep.png"),
+                                              ("target", "target_loss.png")) if (run_dir / file).exists()}
+    baseline = None
+    if optima and target is not None:
+        best = max(optima, key=lambda o: o.size)
+        baseline = {"proxy_loss": best.loss, "proxy_size": best.size}
+    transfer = {"lr": hp.lr, "log2_lr": math.log2(hp.lr), "source": source} if hp is not None else None
+    return write_report(run_dir, title=f"μTransfer report: {ctx.cfg.name}", scheme=ctx.scheme, axis=ctx.axis,
+                        optima=optima, shift=optimum_shift(optima), transfer=transfer, target=target, coord=coord,
+                        pictures=pictures, baseline=baseline)

@@ -1,0 +1,104 @@
+"""Plots and report.md for the recipes: the LR-vs-loss picture, the target's loss curve, and a page tying them
+together with the chosen hyperparameters and where they came from."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lr_sweep(rows: list[dict[str, Any]], optima: list[Any], path: Path, axis: str, title: str = "") -> Path:
+    """Validation loss against log2 LR, one curve per proxy size, interpolated optima marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sizes = sorted({r["size"] for r in rows})
+    colors = plt.cm.viridis(np.linspace(0.1, 0.9, max(len(sizes), 2)))
+    for color, size in zip(colors, sizes):
+        points = sorted((r["log2_lr"], r["val_loss"]) for r in rows if r["size"] == size and r["state"] == "COMPLETE"
+                        and r["val_loss"] is not None)
+        failed = [r["log2_lr"] for r in rows if r["size"] == size and r["state"] == "FAIL" and r["log2_lr"] is not None]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "-o", ms=3, color=color, label=f"{axis} {size}")
+        if failed:
+            top = max((p[1] for p in points), default=1.0)
+            ax.plot(failed, [top] * len(failed), "x", color=color, ms=7)
+    for color, opt in zip(colors, sorted(optima, key=lambda o: o.size)):
+        ax.axvline(opt.log2_lr, color=color, ls=":", lw=1)
+    ax.set_xlabel("log2 learning rate")
+    ax.set_ylabel("validation loss")
+    ax.set_title(title or "LR sweep (dotted: interpolated optimum, x: diverged)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curve(curve: list[dict[str, float]], path: Path, title: str) -> Path:
+    """Training (and validation) loss against step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot([r["step"] for r in curve], [r["train_loss"] for r in curve], lw=1, label="train")
+    val = [(r["step"], r["val_loss"]) for r in curve if "val_loss" in r]
+    if val:
+        ax.plot([v[0] for v in val], [v[1] for v in val], "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: float) -> str:
+    return "diverged" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def write_report(run_dir: Path, *, title: str, scheme: str, axis: str, optima: list[Any], shift: float,
+                 transfer: dict[str, Any] | None, target: Any | None, coord: Any | None, pictures: dict[str, str],
+                 baseline: dict[str, Any] | None = None) -> Path:
+    """report.md: coordinate check verdict, proxy sweep with optimum per size, the transfer and the target."""
+    lines = [f"# {title}", "", f"Scheme **{scheme}**, proxies along **{axis}**.", ""]
+    if coord is not None:
+        lines += ["## Coordinate check", "", f"Verdict: **{'PASS' if coord.ok else 'FAIL'}** "
+                  f"({len(coord.failures)} of {len(coord.slopes)} slopes outside their band).", ""]
+        if "coord" in pictures:
+            lines += [f"![coordinate check]({pictures['coord']})", ""]
+    lines += ["## Proxy sweep", "", f"| proxy {axis} | optimal log2 LR (interpolated) | grid point | best val loss | note |",
+              "|---|---|---|---|---|"]
+    for opt in sorted(optima, key=lambda o: o.size):
+        note = "optimum on the grid edge: widen the grid" if opt.at_edge else ""
+        lines.append(f"| {opt.size} | {opt.log2_lr:.2f} | {opt.grid_log2_lr:g} | {_fmt(opt.loss)} | {note} |")
+    lines += ["", f"The optimum moved **{shift:.2f} octaves** across proxy sizes "
+              f"({'within' if shift <= 0.5 else 'more than'} the 0.5-octave transfer target).", ""]
+    if "sweep" in pictures:
+        lines += [f"![LR sweep]({pictures['sweep']})", ""]
+    if transfer is not None:
+        lines += ["## Transfer", "", f"Chosen hyperparameters: lr = {transfer['lr']:.4g} (log2 {transfer['log2_lr']:.2f}),"
+                  f" from {transfer['source']}.", ""]
+    if target is not None:
+        status = f"diverged ({target.reason})" if target.diverged else f"final validation loss **{_fmt(target.val_loss)}**"
+        lines += ["## Target", "", f"Target run: {status}, {target.seconds:.1f} s, {target.tokens} tokens.", ""]
+        if baseline:
+            lines += [f"Best proxy loss was {_fmt(baseline['proxy_loss'])} at {axis} {baseline['proxy_size']}; "
+                      f"the target is {'better' if target.val_loss < baseline['proxy_loss'] else 'not better'} "
+                      "(μP predicts wider is better at the same hyperparameters).", ""]
+        if "target" in pictures:
+            lines += [f"![target loss]({pictures['target']})", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,221 @@
+"""Sweeps on the proxy over an Optuna study (the trials ledger), and picking the optimum.
+
+The ledger is an Optuna study per proxy size: SQLite in the run dir by default, any SQLAlchemy URL (e.g.
+PostgreSQL) to share one sweep between many workers. LR sweeps use a grid on log2 LR (Optuna's GridSampler);
+multi-hyperparameter searches use TPE. Running the same command again finishes a killed sweep: finished grid
+points are never repeated, a trial killed mid-run is run again. A diverged trial is recorded as failed with
+its reason and the sweep goes on. The best LR is the interpolated optimum (a parabola through the grid
+minimum and its neighbours in log2 LR), not just the grid point.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import HptError
+from .train import HParams, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+class TuneError(HptError, ValueError):
+    """A sweep that cannot run: a ledger from another experiment, an empty grid, no finished trial."""
+
+
+@dataclass
+class SweepSettings:
+    """The ``sweep`` config group."""
+
+    kind: str = "lr_grid"  # lr_grid | random
+    log2_lr_min: float = -12.0
+    log2_lr_max: float = -4.0
+    log2_lr_step: float = 1.0  # 1: octave grid; 0.5: half-octave
+    n_trials: int = 20  # random search only
+    space: dict[str, list[float]] = field(default_factory=dict)  # random: name -> [low, high], log-uniform
+    storage: str | None = None  # default: sqlite:///<run dir>/trials.db
+    study: str = "hptransfer"
+    seed: int = 0
+
+    def grid(self) -> list[float]:
+        if self.log2_lr_step <= 0 or self.log2_lr_max < self.log2_lr_min:
+            raise TuneError(f"empty LR grid: log2_lr from {self.log2_lr_min} to {self.log2_lr_max} step "
+                            f"{self.log2_lr_step}")
+        count = int(round((self.log2_lr_max - self.log2_lr_min) / self.log2_lr_step)) + 1
+        return [round(self.log2_lr_min + i * self.log2_lr_step, 6) for i in range(count)]
+
+
+@dataclass
+class Optimum:
+    """Best log2 LR of one proxy size: interpolated, the grid point, and whether it sits on the grid's edge."""
+
+    size: int
+    log2_lr: float
+    grid_log2_lr: float
+    loss: float
+    at_edge: bool
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        return 2.0**self.log2_lr
+
+
+def interpolated_optimum(log2_lrs: list[float], losses: list[float]) -> tuple[float, float, bool]:
+    """(interpolated log2 LR, grid log2 LR, at_edge) from a sweep; non-finite losses are ignored."""
+    points = sorted((x, y) for x, y in zip(log2_lrs, losses) if math.isfinite(y))
+    if not points:
+        raise TuneError("no trial finished with a finite loss: lower the LR grid (sweep.log2_lr_max)")
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    best = int(np.argmin(ys))
+    if best == 0 or best == len(xs) - 1:
+        return xs[best], xs[best], True
+    x3, y3 = np.array(xs[best - 1:best + 2]), np.array(ys[best - 1:best + 2])
+    a, b, _ = np.polyfit(x3, y3, 2)
+    vertex = float(-b / (2 * a)) if a > 0 else xs[best]
+    return float(np.clip(vertex, x3[0], x3[-1])), xs[best], False
+
+
+def _quiet_optuna() -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(name: str, storage: str, fingerprint: dict[str, Any], sampler: Any) -> Any:
+    """Create or load a study; refuse one that another experiment created."""
+    optuna = _quiet_optuna()
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
+                                sampler=sampler)
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint)
+    elif stored != fingerprint:
+        differ = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+        raise TuneError(f"study {name!r} in {storage} was made by another experiment ({', '.join(differ)} differ); "
+                        "use a new run dir (hydra.run.dir=...) or sweep.storage/sweep.study, nothing was changed")
+    return study
+
+
+Objective = Callable[[int, HParams], TrainResult]
+
+
+def run_sweep(objective: Objective, sizes: list[int], base_hp: HParams, sweep: SweepSettings, storage: str,
+              fingerprint: dict[str, Any], progress: Callable[[str], None] | None = None) -> list[Optimum]:
+    """Run (or finish) the sweep for every proxy size; returns each size's optimum."""
+    optuna = _quiet_optuna()
+    optima = []
+    for size in sizes:
+        name = f"{sweep.study}-{size}"
+        if sweep.kind == "lr_grid":
+            grid = sweep.grid()
+            sampler = optuna.samplers.GridSampler({"log2_lr": grid}, seed=sweep.seed)
+        elif sweep.kind == "random":
+            if not sweep.space:
+                raise TuneError("sweep.kind=random needs sweep.space, e.g. {lr: [1e-4, 1e-1], output: [0.25, 4]}")
+            sampler = optuna.samplers.TPESampler(seed=sweep.seed)
+        else:
+            raise TuneError(f"sweep.kind={sweep.kind!r}: choose lr_grid or random")
+        study = open_study(name, storage, dict(fingerprint, size=size, sweep=asdict(sweep)), sampler)
+
+        def trial_fn(trial: Any, size: int = size) -> float:
+            hp = _suggest(trial, base_hp, sweep)
+            result = objective(size, hp)
+            for key in ("val_loss", "train_loss", "seconds", "tokens"):
+                trial.set_user_attr(key, getattr(result, key))
+            trial.set_user_attr("lr", hp.lr)
+            if result.diverged:
+                trial.set_user_attr("fail_reason", f"diverged: {result.reason}")
+                if progress:
+                    progress(f"size {size}: lr 2^{math.log2(hp.lr):.2f} diverged ({result.reason})")
+                return float("nan")  # Optuna records the trial as FAIL, the sweep goes on
+            if progress:
+                progress(f"size {size}: lr 2^{math.log2(hp.lr):.2f} -> val loss {result.val_loss:.4f}")
+            return result.val_loss
+
+        if sweep.kind == "lr_grid":
+            study.optimize(trial_fn, n_trials=None if not sampler.is_exhausted(study) else 0)
+        else:
+            finished = [t for t in study.trials if t.state.is_finished()]
+            study.optimize(trial_fn, n_trials=max(0, sweep.n_trials - len(finished)))
+        optima.append(_optimum(study, size, sweep))
+    return optima
+
+
+def _suggest(trial: Any, base: HParams, sweep: SweepSettings) -> HParams:
+    if sweep.kind == "lr_grid":
+        log2_lr = trial.suggest_float("log2_lr", min(sweep.grid()), max(sweep.grid()))
+        return HParams(lr=2.0**log2_lr, warmup_frac=base.warmup_frac, init=base.init, multipliers=dict(base.multipliers))
+    values = {name: trial.suggest_float(name, low, high, log=True) for name, (low, high) in sweep.space.items()}
+    multipliers = dict(base.multipliers)
+    multipliers.update({k: values[k] for k in ("output", "input", "attn", "branch") if k in values})
+    return HParams(lr=values.get("lr", base.lr), warmup_frac=values.get("warmup_frac", base.warmup_frac),
+                   init=values.get("init", base.init), multipliers=multipliers)
+
+
+def _optimum(study: Any, size: int, sweep: SweepSettings) -> Optimum:
+    optuna = _quiet_optuna()
+    trials = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+              and "lr" in t.user_attrs]
+    if sweep.kind == "lr_grid":
+        xs = [math.log2(t.user_attrs["lr"]) for t in trials]
+        ys = [t.value if t.state == optuna.trial.TrialState.COMPLETE else float("nan") for t in trials]
+        log2_lr, grid_point, edge = interpolated_optimum(xs, ys)
+        loss = min(y for y in ys if math.isfinite(y))
+        return Optimum(size, log2_lr, grid_point, loss, edge)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise TuneError(f"no trial of size {size} finished: narrow sweep.space or lower its LR range")
+    best = min(done, key=lambda t: t.value)
+    log2_lr = math.log2(best.user_attrs["lr"])
+    return Optimum(size, log2_lr, log2_lr, best.value, False, dict(best.params))
+
+
+def trial_rows(storage: str, sweep: SweepSettings, sizes: list[int]) -> list[dict[str, Any]]:
+    """Every trial of the sweep, one row each (for trials.csv and the LR-vs-loss plot)."""
+    optuna = _quiet_optuna()
+    rows = []
+    for size in sizes:
+        study = optuna.load_study(study_name=f"{sweep.study}-{size}", storage=storage)
+        for t in study.trials:
+            lr = t.user_attrs.get("lr")
+            rows.append({"size": size, "trial": t.number, "state": t.state.name,
+                         "log2_lr": math.log2(lr) if lr else None, "lr": lr,
+                         "val_loss": t.user_attrs.get("val_loss"), "train_loss": t.user_attrs.get("train_loss"),
+                         "seconds": t.user_attrs.get("seconds"), "fail_reason": t.user_attrs.get("fail_reason", ""),
+                         **{f"param_{k}": v for k, v in t.params.items()}})
+    return rows
+
+
+def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def optimum_shift(optima: list[Optimum]) -> float:
+    """How far the optimum moved between proxy sizes, in octaves (max - min of the optimal log2 LR)."""
+    values = [o.log2_lr for o in optima]
+    return max(values) - min(values) if values else 0.0
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    tmp.replace(path)
+    return path

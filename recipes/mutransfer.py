@@ -1,0 +1,47 @@
+"""The whole pipeline: coordinate check, proxy sweep, pick, transfer, target run, report.
+
+    python recipes/mutransfer.py                                    # built-in default (CPU: ~10 minutes)
+    python recipes/mutransfer.py experiment=smoke hydra.run.dir=out  # under 2 minutes
+    python recipes/mutransfer.py experiment=depth_resmlp            # depth transfer with CompleteP
+
+Writes report.md with the pictures (coord_check.png, lr_sweep.png, target_loss.png), trials.csv, tune.json,
+transfer.json and metrics.jsonl into the run dir.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from hptransfer.config import register_configs
+from hptransfer.pipeline import chosen_hparams, prepare, report, run_coord_check, run_target, run_tune
+
+from _common import maybe_wandb, progress_printer, run_dir
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="mutransfer", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    ctx = prepare(cfg)
+    directory = run_dir()
+    coord = None
+    if cfg.coord_check.enabled:
+        with maybe_wandb(cfg, "coord_check", directory) as wandb_run:
+            coord = run_coord_check(ctx, directory)
+            if wandb_run is not None:
+                wandb_run.summary["coord_check/ok"] = coord.ok
+        print(coord.summary(4))
+    total = len(cfg.proxy.sizes) * (len(ctx.sweep.grid()) if ctx.sweep.kind == "lr_grid" else ctx.sweep.n_trials)
+    with maybe_wandb(cfg, "proxy", directory) as wandb_run:
+        summary = run_tune(ctx, directory, progress_printer(total, "proxy sweep"), wandb_run)
+    hp, source = chosen_hparams(ctx, summary)
+    with maybe_wandb(cfg, "target", directory) as wandb_run:
+        result = run_target(ctx, directory, hp, source, wandb_run)
+    path = report(ctx, directory, tune_summary=summary, target=result, coord=coord, source=source, hp=hp)
+    print(f"report: {path}")
+    return result.val_loss
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Tune the proxy: an LR grid (or a TPE search) at every proxy size, over an Optuna ledger.
+
+    python recipes/tune.py experiment=smoke
+    python recipes/tune.py proxy.sizes=[64,128,256] sweep.log2_lr_step=0.5
+    python recipes/tune.py sweep.storage=postgresql://user@host/db      # many workers, one sweep
+
+Writes trials.csv, lr_sweep.png and tune.json (the chosen LR) into the run dir. Running the same command
+with the same hydra.run.dir again finishes a killed sweep without repeating finished trials.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from hptransfer.config import register_configs
+from hptransfer.pipeline import prepare, run_tune
+
+from _common import maybe_wandb, progress_printer, run_dir
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="tune", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    ctx = prepare(cfg)
+    directory = run_dir()
+    total = len(cfg.proxy.sizes) * (len(ctx.sweep.grid()) if ctx.sweep.kind == "lr_grid" else ctx.sweep.n_trials)
+    with maybe_wandb(cfg, "proxy", directory) as wandb_run:
+        summary = run_tune(ctx, directory, progress_printer(total, "proxy sweep"), wandb_run)
+    print(f"chosen lr {summary['chosen']['lr']:.4g} (log2 {summary['chosen']['log2_lr']:.2f}); optimum moved "
+          f"{summary['shift_octaves']:.2f} octaves across proxy sizes; files in {directory}")
+    return summary["chosen"]["lr"]
+
+
+if __name__ == "__main__":
+    main()
