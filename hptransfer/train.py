@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from . import nn as hnn
 from .data.datasets import Classification, TokenStream
 from .errors import HptError
 from .models.registry import ModelSpec
@@ -124,10 +125,14 @@ def _wrap(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
     if parallel == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
-        for module in model.modules():
-            if module is not model and isinstance(module, nn.ModuleList):
-                for block in module:
-                    fully_shard(block)
+        # Shard the units whose forward actually runs: residual branches when the model has them (a block
+        # that is only a container never calls forward, so its unshard hooks would never fire), else the
+        # elements of ModuleLists.
+        units = [m for m in model.modules() if isinstance(m, hnn.Residual)]
+        if not units:
+            units = [b for m in model.modules() if m is not model and isinstance(m, nn.ModuleList) for b in m]
+        for unit in units:
+            fully_shard(unit)
         return fully_shard(model)
     raise TrainError(f"train.parallel={parallel!r}: choose none, ddp or fsdp2")
 

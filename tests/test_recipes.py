@@ -1,0 +1,200 @@
+"""recipes/tune.py, transfer.py, mutransfer.py: composition, the smoke pipeline, resumable sweeps, divergence,
+torchrun DDP/FSDP2 on CPU, wandb offline, and bad input that changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from hptransfer.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+TINY = ["experiment=smoke", "coord_check.enabled=false", "proxy.sizes=[32]", "train.steps=8"]
+
+
+def recipe(name: str, args: list[str], cwd: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "WANDB_MODE": "disabled", **env}
+    return subprocess.run([sys.executable, str(ROOT / "recipes" / f"{name}.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, env=environment, cwd=cwd)
+
+
+def shown(proc: subprocess.CompletedProcess) -> str:
+    return (proc.stdout + proc.stderr)[-3000:]
+
+
+@pytest.fixture
+def hydra_conf():
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("primary", ["tune", "transfer", "mutransfer"])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(hydra_conf, primary, experiment):
+    cfg = compose(primary, overrides=[f"experiment={experiment}"])
+    assert cfg.name == experiment and cfg.proxy.sizes
+    size = cfg.model.width if cfg.proxy.axis == "width" else cfg.model.depth
+    assert max(cfg.proxy.sizes) <= size
+
+
+def test_smoke_pipeline_writes_report(tmp_path):
+    out = tmp_path / "smoke"
+    proc = recipe("mutransfer", ["experiment=smoke", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    transfer = json.loads((out / "transfer.json").read_text())
+    assert transfer["lr"] > 0 and transfer["scheme"] == "completep" and "proxy width 64" in transfer["source"]
+    report = (out / "report.md").read_text()
+    assert "Proxy sweep" in report and "lr_sweep.png" in report and "Coordinate check" in report
+    assert list(out.glob("*.png"))
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 2 * 5 and {r["size"] for r in rows} == {"32", "64"}
+    assert (out / "metrics.jsonl").read_text().count("\n") >= 40
+
+
+def _count_complete(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_killed_sweep_resumes_without_repeating(tmp_path):
+    out = tmp_path / "tune"
+    args = ["experiment=smoke", "proxy.sizes=[32]", "train.steps=30", "sweep.log2_lr_min=-12",
+            "sweep.log2_lr_max=-2", "sweep.log2_lr_step=1", f"hydra.run.dir={out}"]
+    command = [sys.executable, str(ROOT / "recipes" / "tune.py"), *args]
+    proc = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _count_complete(out / "trials.db") < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _count_complete(out / "trials.db")
+    assert 3 <= done_before < 11, "the sweep was not interrupted mid-way"
+    again = recipe("tune", args, tmp_path)
+    assert again.returncode == 0, shown(again)
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    complete = [float(r["log2_lr"]) for r in rows if r["state"] == "COMPLETE"]
+    assert sorted(complete) == [float(x) for x in range(-12, -1)]  # every grid point exactly once
+    assert len(rows) - len(complete) <= 1  # at most the one trial the kill interrupted
+
+
+def test_diverged_trial_is_recorded_and_sweep_continues(tmp_path):
+    out = tmp_path / "tune"
+    proc = recipe("tune", [*TINY, "sweep.log2_lr_min=-8", "sweep.log2_lr_max=4", "sweep.log2_lr_step=4",
+                           f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    rows = {float(r["log2_lr"]): r for r in csv.DictReader((out / "trials.csv").open())}
+    assert rows[4.0]["state"] == "FAIL" and rows[4.0]["fail_reason"].startswith("diverged")
+    assert rows[-8.0]["state"] == "COMPLETE" and rows[-4.0]["state"] == "COMPLETE"
+    chosen = json.loads((out / "tune.json").read_text())["chosen"]
+    assert chosen["log2_lr"] < 4
+
+
+def test_ledger_from_another_experiment_is_refused(tmp_path):
+    out = tmp_path / "tune"
+    first = recipe("tune", [*TINY, f"hydra.run.dir={out}"], tmp_path)
+    assert first.returncode == 0, shown(first)
+    before = (out / "trials.csv").read_text()
+    second = recipe("tune", [*TINY, "train.batch_size=4", f"hydra.run.dir={out}"], tmp_path)
+    assert second.returncode != 0 and "made by another experiment" in shown(second)
+    assert (out / "trials.csv").read_text() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model=transformer"], "Could not find 'model/transformer'"),
+    (["scheme=mu_p"], "Could not find 'scheme/mu_p'"),
+    (["model.base_width=1024"], "larger than the target"),
+    (["data.path=/nonexistent/corpus.txt"], "does not exist"),
+    (["proxy.sizes=[4096]"], "exceed the target"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, args, message):
+    out = tmp_path / "run"
+    proc = recipe("mutransfer", [*TINY, *args, f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode != 0
+    assert message in shown(proc)
+    assert not (out / "report.md").exists()
+
+
+def test_token_file_with_wrong_dtype(tmp_path):
+    """A uint16 file read as uint32 pairs ids into huge numbers: caught, with the dtype to use instead."""
+    tokens = tmp_path / "train.bin"
+    (np.arange(0, 6000) % 3000).astype(np.uint16).tofile(tokens)
+    out = tmp_path / "run"
+    proc = recipe("transfer", [*TINY, "data=tokens", f"data.path={tokens}", "data.dtype=uint32", "data.vocab_size=3000",
+                               f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode != 0 and "data.dtype=uint16" in shown(proc)
+    assert not (out / "transfer.json").exists()
+    ok = recipe("transfer", [*TINY, "data=tokens", f"data.path={tokens}", "data.dtype=uint16", "data.vocab_size=3000",
+                             "lr=0.003", f"hydra.run.dir={tmp_path / 'ok'}"], tmp_path)
+    assert ok.returncode == 0, shown(ok)
+
+
+def test_transfer_reads_the_tune_dir(tmp_path):
+    tune_dir = tmp_path / "tune"
+    assert recipe("tune", [*TINY, f"hydra.run.dir={tune_dir}"], tmp_path).returncode == 0
+    chosen = json.loads((tune_dir / "tune.json").read_text())["chosen"]["lr"]
+    out = tmp_path / "target"
+    proc = recipe("transfer", [*TINY, f"tune_dir={tune_dir}", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    transfer = json.loads((out / "transfer.json").read_text())
+    assert transfer["lr"] == pytest.approx(chosen) and "interpolated optimum" in transfer["source"]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp2"])
+def test_torchrun_two_cpu_processes(tmp_path, parallel):
+    out = tmp_path / "target"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "recipes" / "transfer.py"), *TINY, "lr=0.003", f"train.parallel={parallel}",
+               f"hydra.run.dir={out}"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, shown(proc)
+    transfer = json.loads((out / "transfer.json").read_text())
+    assert np.isfinite(transfer["result"]["val_loss"])
+    assert transfer["result"]["tokens"] == 2 * 8 * 8 * 32  # 2 ranks x steps x batch x seq
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 8 + 1  # rank 0 only: one line per step and the final evaluation
+
+
+def test_wandb_offline_files(tmp_path):
+    pytest.importorskip("wandb")
+    out = tmp_path / "run"
+    proc = recipe("mutransfer", [*TINY, "logger=wandb", f"hydra.run.dir={out}"], tmp_path, WANDB_MODE="offline",
+                  WANDB_API_KEY="")
+    assert proc.returncode == 0, shown(proc)
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # proxy and target (coord check disabled)
+
+
+def test_joblib_multirun_workers_share_one_ledger(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    proc = recipe("tune", ["-m", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+worker=0,1",
+                           f"sweep.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    with sqlite3.connect(tmp_path / "shared.db") as con:
+        states = con.execute("select state, count(*) from trials group by state").fetchall()
+    assert dict(states).get("COMPLETE", 0) >= 4  # the 4-point grid, finished by two workers

@@ -1,0 +1,79 @@
+"""The trainer: schedules keep group ratios, divergence is caught, checkpoints resume bit-exactly."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hptransfer.data import load_data
+from hptransfer.models import ModelSpec
+from hptransfer.train import HParams, TrainError, TrainSettings, lr_factor, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(SimpleNamespace(kind="text", path=None, val_fraction=0.1))
+
+
+def spec(data, width=32):
+    return ModelSpec("gpt", width, 2, 32, 2, {"vocab_size": data.vocab_size, "n_head": 4, "block_size": 32})
+
+
+SMALL = TrainSettings(steps=12, batch_size=4, seq_len=16, eval_every=0, eval_batches=1)
+
+
+def test_schedule_shapes():
+    assert lr_factor(0, 100, 10, "cosine", 0.1) == pytest.approx(0.1)  # warmup starts at 1/10
+    assert lr_factor(9, 100, 10, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(55, 100, 10, "linear", 0.0) == pytest.approx(0.5)
+    with pytest.raises(TrainError, match="cosine, linear or constant"):
+        lr_factor(50, 100, 10, "exp", 0.1)
+
+
+def test_trains_and_loss_falls(data):
+    result = train(spec(data, 64), "mup", data, HParams(lr=1e-2), TrainSettings(steps=60, batch_size=8, seq_len=32,
+                                                                                 eval_every=0))
+    assert not result.diverged and math.isfinite(result.val_loss)
+    assert result.val_loss < math.log(data.vocab_size) - 0.5  # learned something beyond uniform
+
+
+def test_divergence_is_caught(data):
+    result = train(spec(data), "mup", data, HParams(lr=2.0 ** 3), SMALL)
+    assert result.diverged and math.isnan(result.val_loss)
+    assert "loss" in result.reason and "step" in result.reason
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_is_bit_exact(data, tmp_path):
+    settings = TrainSettings(steps=12, batch_size=4, seq_len=16, eval_every=0, eval_batches=1, checkpoint_every=4)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = train(spec(data), "completep", data, HParams(lr=3e-3), settings, run_dir=tmp_path / "a")
+
+    def stop_at_7(row):
+        if row["step"] == 7:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(spec(data), "completep", data, HParams(lr=3e-3), settings, run_dir=tmp_path / "b", on_metrics=stop_at_7)
+    resumed = train(spec(data), "completep", data, HParams(lr=3e-3),
+                    TrainSettings(**{**settings.__dict__, "resume": True}), run_dir=tmp_path / "b")
+    assert [r["train_loss"] for r in resumed.curve] == [r["train_loss"] for r in straight.curve]
+    assert resumed.val_loss == straight.val_loss
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_runs_checkpoint(data, tmp_path):
+    train(spec(data), "mup", data, HParams(lr=3e-3), SMALL, run_dir=tmp_path)
+    with pytest.raises(TrainError, match="different run"):
+        train(spec(data), "mup", data, HParams(lr=1e-2), TrainSettings(**{**SMALL.__dict__, "resume": True}),
+              run_dir=tmp_path)
