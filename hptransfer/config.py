@@ -21,6 +21,7 @@ class ModelConfig:
     base_width: int = 128
     base_depth: int = 2
     options: dict[str, Any] = field(default_factory=dict)  # passed to the model's constructor
+    parametrize: dict[str, Any] = field(default_factory=dict)  # branches / readout / base_head_dim for plain models
 
 
 @dataclass

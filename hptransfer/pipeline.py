@@ -21,7 +21,7 @@ from .data import load_data, text_batch
 from .data.datasets import Classification, TokenStream
 from .data.synthetic import gaussian_mixture
 from .errors import HptError
-from .models.registry import FAMILIES, ModelSpec
+from .models.registry import ModelSpec, UnknownModelError, resolve_family
 from .report import plot_curve, plot_lr_sweep, write_report
 from .rules import SCHEMES
 from .train import HParams, OptimSettings, TrainResult, TrainSettings, train
@@ -63,8 +63,10 @@ def is_rank_zero() -> bool:
 def prepare(cfg: DictConfig) -> Context:
     """Check the configuration and load the data; every error names the setting to change."""
     model = cfg.model
-    if model.family not in FAMILIES:
-        raise PipelineError(f"model.family={model.family!r} is unknown; choose one of {sorted(FAMILIES)} (model=...)")
+    try:
+        resolve_family(model.family)
+    except UnknownModelError as err:
+        raise PipelineError(str(err)) from None
     if cfg.scheme.name not in SCHEMES:
         raise PipelineError(f"scheme={cfg.scheme.name!r} is unknown; choose one of {sorted(SCHEMES)}")
     if model.base_width > model.width or model.base_depth > model.depth:
@@ -81,13 +83,14 @@ def prepare(cfg: DictConfig) -> Context:
     data = load_data(cfg.data)
     if model.family == "gpt" and data.task != "lm":
         raise PipelineError("model=gpt needs a token dataset (data=text or data=tokens)")
-    if model.family != "gpt" and data.task != "classification":
+    if model.family in ("resmlp", "mlp") and data.task != "classification":
         raise PipelineError(f"model={model.family} needs a classification dataset (data=synthetic)")
     options = {**OmegaConf.to_container(model.options, resolve=True), **data.model_options}
     if model.family == "gpt" and cfg.train.seq_len > options.get("block_size", 64):
         raise PipelineError(f"train.seq_len={cfg.train.seq_len} exceeds model.options.block_size="
                             f"{options.get('block_size', 64)}")
-    spec = ModelSpec(model.family, model.width, model.depth, model.base_width, model.base_depth, options)
+    spec = ModelSpec(model.family, model.width, model.depth, model.base_width, model.base_depth, options,
+                     OmegaConf.to_container(model.get("parametrize", {}), resolve=True))
     multipliers = OmegaConf.to_container(cfg.scheme.multipliers)
     hp = HParams(lr=cfg.optim.lr, warmup_frac=cfg.optim.warmup_frac, init=cfg.scheme.init, multipliers=multipliers)
     settings = TrainSettings(**OmegaConf.to_container(cfg.train))

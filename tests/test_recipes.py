@@ -198,3 +198,17 @@ def test_joblib_multirun_workers_share_one_ledger(tmp_path):
     with sqlite3.connect(tmp_path / "shared.db") as con:
         states = con.execute("select state, count(*) from trials group by state").fetchall()
     assert dict(states).get("COMPLETE", 0) >= 4  # the 4-point grid, finished by two workers
+
+
+def test_your_own_model_by_import_path(tmp_path):
+    """A plain-PyTorch model from the user's package, with its branch globs passed through the config."""
+    out = tmp_path / "run"
+    proc = recipe("mutransfer", [*TINY, "model.family=examples.my_model:build",
+                                 "+model.parametrize.branches=[blocks.*.attn,blocks.*.mlp]",
+                                 "+model.parametrize.base_head_dim=8", f"hydra.run.dir={out}"], tmp_path,
+                  PYTHONPATH=str(ROOT))
+    assert proc.returncode == 0, shown(proc)
+    assert json.loads((out / "transfer.json").read_text())["target"]["family"] == "examples.my_model:build"
+    bad = recipe("mutransfer", [*TINY, "model.family=examples.nope:build", f"hydra.run.dir={tmp_path / 'bad'}"],
+                 tmp_path, PYTHONPATH=str(ROOT))
+    assert bad.returncode != 0 and "could not import" in shown(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,9 +35,29 @@ FAMILIES: dict[str, Callable[[int, int, dict[str, Any]], nn.Module]] = {
 }
 
 
+def resolve_family(family: str) -> Callable[[int, int, dict[str, Any]], nn.Module]:
+    """A registered family name, or ``package.module:function`` for your own ``builder(width, depth, options)``."""
+    if family in FAMILIES:
+        return FAMILIES[family]
+    if ":" in family:
+        module_name, _, attr = family.partition(":")
+        try:
+            builder = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise UnknownModelError(f"model.family={family!r}: could not import {attr!r} from {module_name!r} "
+                                    f"({err}); is the package on PYTHONPATH?") from err
+        return builder
+    raise UnknownModelError(f"unknown model family {family!r}; choose one of {sorted(FAMILIES)} or give "
+                            "'package.module:builder' for your own builder(width, depth, options)")
+
+
 @dataclass
 class ModelSpec:
-    """A model family at one size, with its base size: everything needed to build and parametrize it."""
+    """A model family at one size, with its base size: everything needed to build and parametrize it.
+
+    ``parametrize_options`` go to hptransfer.parametrize (branches, readout, base_head_dim) for models that are
+    not written with hptransfer.nn.
+    """
 
     family: str
     width: int
@@ -44,12 +65,12 @@ class ModelSpec:
     base_width: int
     base_depth: int
     options: dict[str, Any] = field(default_factory=dict)
+    parametrize_options: dict[str, Any] = field(default_factory=dict)
 
     def build(self, width: int | None = None, depth: int | None = None, device: str | None = None) -> nn.Module:
-        if self.family not in FAMILIES:
-            raise UnknownModelError(f"unknown model family {self.family!r}; choose one of {sorted(FAMILIES)}")
+        builder = resolve_family(self.family)
         with torch.device(device or "cpu"):
-            return FAMILIES[self.family](width or self.width, depth or self.depth, dict(self.options))
+            return builder(width or self.width, depth or self.depth, dict(self.options))
 
     def parametrized(self, scheme: str, width: int | None = None, depth: int | None = None,
                      **kwargs: Any) -> nn.Module:
@@ -57,5 +78,5 @@ class ModelSpec:
         model = self.build(width, depth)
         base = self.build(self.base_width, self.base_depth, device="meta")
         delta = self.build(2 * self.base_width, self.base_depth, device="meta")
-        parametrize(model, base, scheme, delta=delta, **kwargs)
+        parametrize(model, base, scheme, delta=delta, **{**self.parametrize_options, **kwargs})
         return model
