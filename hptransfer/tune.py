@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -93,8 +94,8 @@ def _quiet_optuna() -> Any:
 def open_study(name: str, storage: str, fingerprint: dict[str, Any], sampler: Any) -> Any:
     """Create or load a study; refuse one that another experiment created."""
     optuna = _quiet_optuna()
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
-                                sampler=sampler)
+    study = _retry(lambda: optuna.create_study(study_name=name, storage=_storage(storage), load_if_exists=True,
+                                               direction="minimize", sampler=sampler))
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", fingerprint)
@@ -103,6 +104,27 @@ def open_study(name: str, storage: str, fingerprint: dict[str, Any], sampler: An
         raise TuneError(f"study {name!r} in {storage} was made by another experiment ({', '.join(differ)} differ); "
                         "use a new run dir (hydra.run.dir=...) or sweep.storage/sweep.study, nothing was changed")
     return study
+
+
+def _storage(url: str) -> Any:
+    """An RDB storage; SQLite waits up to 60 s for a lock instead of failing when workers write at once."""
+    optuna = _quiet_optuna()
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _retry(make: Callable[[], Any], attempts: int = 8) -> Any:
+    """Workers that start together race to create the ledger's schema; the losers retry."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 Objective = Callable[[int, HParams], TrainResult]
@@ -184,7 +206,7 @@ def trial_rows(storage: str, sweep: SweepSettings, sizes: list[int]) -> list[dic
     optuna = _quiet_optuna()
     rows = []
     for size in sizes:
-        study = optuna.load_study(study_name=f"{sweep.study}-{size}", storage=storage)
+        study = optuna.load_study(study_name=f"{sweep.study}-{size}", storage=_storage(storage))
         for t in study.trials:
             lr = t.user_attrs.get("lr")
             rows.append({"size": size, "trial": t.number, "state": t.state.name,
