@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .coord import CoordCheckResult, coord_check
-from .data import load_data, text_batch
+from .data import load_data
 from .data.datasets import Classification, TokenStream
-from .data.synthetic import gaussian_mixture
 from .errors import HptError
 from .models.registry import ModelSpec, UnknownModelError, resolve_family
 from .report import plot_curve, plot_lr_sweep, write_report
@@ -83,8 +83,8 @@ def prepare(cfg: DictConfig) -> Context:
     data = load_data(cfg.data)
     if model.family == "gpt" and data.task != "lm":
         raise PipelineError("model=gpt needs a token dataset (data=text or data=tokens)")
-    if model.family in ("resmlp", "mlp") and data.task != "classification":
-        raise PipelineError(f"model={model.family} needs a classification dataset (data=synthetic)")
+    if model.family in ("resmlp", "mlp", "resnet") and data.task != "classification":
+        raise PipelineError(f"model={model.family} needs a classification dataset (data=synthetic or data=digits)")
     options = {**OmegaConf.to_container(model.options, resolve=True), **data.model_options}
     if model.family == "gpt" and cfg.train.seq_len > options.get("block_size", 64):
         raise PipelineError(f"train.seq_len={cfg.train.seq_len} exceeds model.options.block_size="
@@ -105,12 +105,8 @@ def prepare(cfg: DictConfig) -> Context:
 # ---- stages -----------------------------------------------------------------------------------------
 def run_coord_check(ctx: Context, run_dir: Path) -> CoordCheckResult:
     stage = ctx.cfg.coord_check
-    if ctx.data.task == "lm":
-        inputs, targets, _ = text_batch(stage.batch_size, stage.seq_len)
-        data = (inputs.clamp(max=ctx.data.vocab_size - 1), targets.clamp(max=ctx.data.vocab_size - 1))
-    else:
-        points, labels = gaussian_mixture(stage.batch_size, ctx.spec.options["d_in"], ctx.spec.options["d_out"])
-        data = (points, labels)
+    # a small probe batch from the training data itself (mu-P needs width >> tokens per step)
+    data = ctx.data.batch("train", stage.batch_size, stage.seq_len, torch.Generator().manual_seed(0))
     result = coord_check(lambda size: ctx.spec.parametrized(ctx.scheme, **ctx.size_kwargs(size),
                                                             multipliers=ctx.hp.multipliers or None),
                          list(stage.sizes), axis=ctx.axis, data=data, lr=stage.lr, steps=stage.steps,
@@ -178,7 +174,8 @@ def load_tune(tune_dir: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run: Any = None) -> TrainResult:
+def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run: Any = None,
+               progress: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train the target with the chosen hyperparameters; writes transfer.json, metrics.jsonl, target_loss.png."""
     metrics = (run_dir / "metrics.jsonl").open("a") if is_rank_zero() else None
 
@@ -188,6 +185,8 @@ def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run:
             metrics.flush()
         if wandb_run is not None:
             wandb_run.log({f"target/{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+        if progress is not None:
+            progress(row)
 
     try:
         result = train(ctx.spec, ctx.scheme, ctx.data, hp, ctx.settings, ctx.optim, run_dir=run_dir,

@@ -47,3 +47,16 @@ def maybe_wandb(cfg: DictConfig, job_type: str, directory: Path) -> Iterator[Any
         yield run
     finally:
         run.finish()
+
+
+def training_bar(total: int) -> Any:
+    """A tqdm bar over training steps on a terminal (rank 0); silent otherwise. Returns a per-row callback."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="target", disable=not sys.stderr.isatty() or not is_rank_zero())
+
+    def update(row: dict) -> None:
+        if "train_loss" in row and row["step"] > bar.n:
+            bar.update(int(row["step"]) - bar.n)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}")
+    return update

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from hptransfer.config import register_configs
 from hptransfer.pipeline import chosen_hparams, prepare, report, run_coord_check, run_target, run_tune
 
-from _common import maybe_wandb, progress_printer, run_dir
+from _common import maybe_wandb, progress_printer, run_dir, training_bar
 
 register_configs()
 
@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> float:
         summary = run_tune(ctx, directory, progress_printer(total, "proxy sweep"), wandb_run)
     hp, source = chosen_hparams(ctx, summary)
     with maybe_wandb(cfg, "target", directory) as wandb_run:
-        result = run_target(ctx, directory, hp, source, wandb_run)
+        result = run_target(ctx, directory, hp, source, wandb_run, training_bar(ctx.settings.steps))
     path = report(ctx, directory, tune_summary=summary, target=result, coord=coord, source=source, hp=hp)
     print(f"report: {path}")
     return result.val_loss

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from hptransfer.config import register_configs
 from hptransfer.pipeline import chosen_hparams, is_rank_zero, load_tune, prepare, report, run_target
 
-from _common import maybe_wandb, run_dir
+from _common import maybe_wandb, run_dir, training_bar
 
 register_configs()
 
@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> float:
     tune_summary = load_tune(cfg.tune_dir) if cfg.tune_dir else None
     hp, source = chosen_hparams(ctx, tune_summary)
     with maybe_wandb(cfg, "target", directory) as wandb_run:
-        result = run_target(ctx, directory, hp, source, wandb_run)
+        result = run_target(ctx, directory, hp, source, wandb_run, training_bar(ctx.settings.steps))
     if is_rank_zero():
         report(ctx, directory, tune_summary=tune_summary, target=result, coord=None, source=source, hp=hp)
         state = f"diverged ({result.reason})" if result.diverged else f"val loss {result.val_loss:.4f}"

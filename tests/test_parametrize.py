@@ -81,6 +81,17 @@ def test_resmlp_plain_and_native_depth_rules():
     assert native.blocks[3].multiplier == pytest.approx(0.5)
 
 
+def test_resnet_conv_roles():
+    from hptransfer.models import ResNet
+
+    plan = hpt.parametrize(ResNet(64, 4), meta(ResNet, 16, 2), "depth_mup")
+    assert plan.record("stem.weight").role == "input"  # 1 -> width channels
+    assert plan.record("blocks.0.branch.2.weight").role == "hidden"  # conv width -> width (kernel dims finite)
+    assert plan.record("blocks.0.branch.2.weight").lr["adam"] == pytest.approx(1 / 4 * 2 ** -0.5)
+    assert plan.record("blocks.0.branch.0.weight").role == "vector"  # GroupNorm gain
+    assert plan.record("out.weight").role == "output" and plan.depth_mult == 2
+
+
 # ---- base shape is the plain model ------------------------------------------------------------------
 @pytest.mark.parametrize("scheme", ["mup", "depth_mup", "completep"])
 def test_at_base_shape_bit_for_bit(scheme):

@@ -124,6 +124,8 @@ def test_ledger_from_another_experiment_is_refused(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["model=transformer"], "Could not find 'model/transformer'"),
     (["scheme=mu_p"], "Could not find 'scheme/mu_p'"),
+    (["data=imagenet"], "Could not find 'data/imagenet'"),
+    (["data=synthetic"], "needs a token dataset"),
     (["model.base_width=1024"], "larger than the target"),
     (["data.path=/nonexistent/corpus.txt"], "does not exist"),
     (["proxy.sizes=[4096]"], "exceed the target"),
@@ -212,3 +214,14 @@ def test_your_own_model_by_import_path(tmp_path):
     bad = recipe("mutransfer", [*TINY, "model.family=examples.nope:build", f"hydra.run.dir={tmp_path / 'bad'}"],
                  tmp_path, PYTHONPATH=str(ROOT))
     assert bad.returncode != 0 and "could not import" in shown(bad)
+
+
+def test_resnet_on_digits(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    proc = recipe("mutransfer", ["experiment=width_resnet", "train.steps=10", "sweep.log2_lr_step=4",
+                                 "coord_check.sizes=[16,32,64]", "coord_check.steps=2", "coord_check.seeds=1",
+                                 f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    assert json.loads((out / "coord_check.json").read_text())["ok"] is True
+    assert json.loads((out / "transfer.json").read_text())["target"]["family"] == "resnet"

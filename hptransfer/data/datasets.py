@@ -70,7 +70,7 @@ def _split(tokens: Any, val_fraction: float) -> tuple[Any, Any]:
 
 
 def load_data(cfg: Any) -> TokenStream | Classification:
-    """Build the dataset a data config describes (kind: text | tokens | gaussian_mixture)."""
+    """Build the dataset a data config describes (kind: text | tokens | gaussian_mixture | digits)."""
     kind = cfg.kind
     if kind == "text":
         if cfg.path:
@@ -110,4 +110,21 @@ def load_data(cfg: Any) -> TokenStream | Classification:
         points, labels = gaussian_mixture(cfg.n_train + cfg.n_val, cfg.d_in, cfg.n_classes, seed=cfg.seed)
         return Classification((points[: cfg.n_train], labels[: cfg.n_train]),
                               (points[cfg.n_train:], labels[cfg.n_train:]), cfg.n_classes)
-    raise DataError(f"unknown data.kind={kind!r}; choose text, tokens or gaussian_mixture")
+    if kind == "digits":
+        return _digits(cfg)
+    raise DataError(f"unknown data.kind={kind!r}; choose text, tokens, gaussian_mixture or digits")
+
+
+def _digits(cfg: Any) -> Classification:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes), shuffled with a fixed seed."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise DataError("data=digits needs scikit-learn: pip install 'hptransfer[vision]'") from err
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))
+    images, labels = (images[order] - 0.5) / 0.5, labels[order]
+    cut = int(len(labels) * (1 - cfg.val_fraction))
+    return Classification((images[:cut], labels[:cut]), (images[cut:], labels[cut:]), 10)

@@ -80,3 +80,24 @@ class MLP(nn.Sequential):
             layers += [nn.Linear(width, width), nn.ReLU()]
         layers.append(hnn.Readout(width, d_out))
         super().__init__(*layers)
+
+
+class ResNet(nn.Module):
+    """Small conv ResNet: conv stem, ``depth`` blocks ``x + m * conv(relu(GN(x)))`` at ``width`` channels, pool,
+    hnn.Readout. One conv per block (TP6's block depth 1); GroupNorm(1, width) normalizes each sample."""
+
+    def __init__(self, width: int, depth: int, in_channels: int = 1, n_classes: int = 10, *,
+                 zero_init_readout: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            hnn.Residual(nn.Sequential(nn.GroupNorm(1, width), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1)))
+            for _ in range(depth))
+        self.norm = nn.GroupNorm(1, width)
+        self.out = hnn.Readout(width, n_classes, zero_init=zero_init_readout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.out(self.norm(x).mean(dim=(2, 3)))

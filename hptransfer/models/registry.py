@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import HptError
 from ..parametrize import parametrize
-from .native import GPT, MLP, ResMLP
+from .native import GPT, MLP, ResMLP, ResNet
 
 
 class UnknownModelError(HptError, ValueError):
@@ -30,8 +30,13 @@ def _mlp(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
     return MLP(width, depth=depth, **opts)
 
 
+def _resnet(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
+    opts = dict(opts)
+    return ResNet(width, depth, in_channels=opts.pop("d_in", 1), n_classes=opts.pop("d_out", 10), **opts)
+
+
 FAMILIES: dict[str, Callable[[int, int, dict[str, Any]], nn.Module]] = {
-    "gpt": _gpt, "resmlp": _resmlp, "mlp": _mlp,
+    "gpt": _gpt, "resmlp": _resmlp, "mlp": _mlp, "resnet": _resnet,
 }
 
 
