@@ -31,7 +31,30 @@ def build(width: int, depth: int, device: torch.device):
         base = PlainGPT(d_model=64, n_layer=2, n_head=4, vocab_size=96, block_size=128)
     hpt.parametrize(wrapped, base, "completep", branches=["blocks.*.attn", "blocks.*.mlp"], base_head_dim=16,
                     init="keep")
-    return plain, wrapped
+    return plain, wrapped, base
+
+
+def build_mup(plain: torch.nn.Module, base: torch.nn.Module, device: torch.device):
+    """The same model under the mup package: MuReadout head, set_base_shapes, MuAdamW (None without mup)."""
+    try:
+        import mup
+    except ImportError:
+        return None, None
+    model = copy.deepcopy(plain)
+    width, vocab = model.lm_head.in_features, model.lm_head.out_features
+    model.lm_head = mup.MuReadout(width, vocab, bias=False).to(device)
+    mup_base = copy.deepcopy(base)
+    mup_base.lm_head = mup.MuReadout(64, vocab, bias=False, device="meta")
+    mup.set_base_shapes(model, mup_base)
+    return model, mup.MuAdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+
+
+def state_bytes(model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Bytes held by parameters and optimizer state (what parametrization could add to)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    for state in opt.state.values():
+        total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    return total
 
 
 def step_fn(model, opt, batch, dtype):
@@ -49,25 +72,32 @@ def step_fn(model, opt, batch, dtype):
 
 def measure(width: int, depth: int, batch: int, seq: int, compile_: bool, repeats: int, steps: int,
             device: torch.device, dtype: torch.dtype) -> dict:
-    plain, wrapped = build(width, depth, device)
+    plain, wrapped, base = build(width, depth, device)
     fused = device.type == "cuda"
     opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=0.1, fused=fused)
     opt_wrapped = torch.optim.AdamW(hpt.param_groups(wrapped, lr=1e-3, weight_decay=0.1), fused=fused)
-    if compile_:
-        plain, wrapped = torch.compile(plain), torch.compile(wrapped)
+    models = {"unwrapped": (plain, opt_plain), "parametrized": (wrapped, opt_wrapped)}
+    mup_model, mup_opt = build_mup(plain, base, device)
+    if mup_model is not None:
+        models["mup"] = (mup_model, mup_opt)
     data = torch.randint(0, 96, (batch, seq), device=device)
-    candidates = {"unwrapped": step_fn(plain, opt_plain, data, dtype),
-                  "parametrized": step_fn(wrapped, opt_wrapped, data, dtype)}
+    candidates = {name: step_fn(torch.compile(m) if compile_ else m, o, data, dtype) for name, (m, o) in models.items()}
     for fn in candidates.values():  # warm-up (and compilation)
         for _ in range(3):
             fn()
     times = interleaved(candidates, repeats, steps, device)
-    return {
-        "compiled": compile_,
-        "ratio_median": median_ratio(times, "parametrized", "unwrapped"),
-        "unwrapped_ms": 1e3 * statistics.median(times["unwrapped"]),
-        "parametrized_ms": 1e3 * statistics.median(times["parametrized"]),
-    }
+    result = {"compiled": compile_, "ratio_median": median_ratio(times, "parametrized", "unwrapped"),
+              **{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()},
+              "state_bytes": {name: state_bytes(m, o) for name, (m, o) in models.items()}}
+    if "mup" in times:
+        result["ratio_vs_mup_median"] = median_ratio(times, "parametrized", "mup")
+    if device.type == "cuda":
+        result["peak_bytes"] = {}
+        for name, fn in candidates.items():
+            torch.cuda.reset_peak_memory_stats(device)
+            fn()
+            result["peak_bytes"][name] = torch.cuda.max_memory_allocated(device)
+    return result
 
 
 def main() -> None:
@@ -81,7 +111,10 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-eager", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny and quick; used by the tests")
     args = parser.parse_args()
+    if args.smoke:
+        args.width, args.depth, args.batch, args.seq, args.repeats, args.steps, args.no_compile = 64, 2, 2, 16, 2, 1, True
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     runs = []
@@ -90,9 +123,11 @@ def main() -> None:
                          device, dtype)
         runs.append(result)
         mode = "compiled" if compile_ else "eager"
-        print(f"{mode:9s} parametrized/unwrapped step time: median ratio {result['ratio_median']:.3f} "
-              f"({result['parametrized_ms']:.1f} ms vs {result['unwrapped_ms']:.1f} ms)")
-    path = write_result("overhead", device, {"width": args.width, "depth": args.depth, "batch": args.batch,
+        vs_mup = f", vs mup {result['ratio_vs_mup_median']:.3f}" if "ratio_vs_mup_median" in result else ""
+        print(f"{mode:9s} parametrized/unwrapped step time: median ratio {result['ratio_median']:.3f}{vs_mup} "
+              f"({result['parametrized_ms']:.1f} ms vs {result['unwrapped_ms']:.1f} ms); state bytes "
+              f"{result['state_bytes']}")
+    path = write_result("overhead" + ("-smoke" if args.smoke else ""), device, {"width": args.width, "depth": args.depth, "batch": args.batch,
                                              "seq": args.seq, "dtype": args.dtype, "repeats": args.repeats,
                                              "steps_per_repeat": args.steps, "runs": runs})
     print(f"wrote {path}")

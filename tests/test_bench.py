@@ -1,0 +1,36 @@
+"""Smoke versions of every benchmark script: they run in seconds and write their JSON (into a temp dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+SCRIPTS = {
+    "overhead.py": ("overhead-smoke", lambda d: d["runs"][0]["state_bytes"]["unwrapped"]
+                    == d["runs"][0]["state_bytes"]["parametrized"]),
+    "width_transfer.py": ("width_transfer-smoke", lambda d: set(d["results"]) == {"sp", "mup"}),
+    "depth_transfer.py": ("depth_transfer-smoke",
+                          lambda d: set(d["models"]["resmlp"]["results"]) == {"mup", "depth_mup", "completep"}),
+    "tuning_cost.py": ("tuning_cost-smoke", lambda d: 0 < d["compute"]["flops_ratio_proxy_tuning"] < 1),
+    "coord_check_time.py": ("coord_check_time", lambda d: d["runs"]["mup"]["ok"] and not d["runs"]["sp"]["ok"]),
+}
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_benchmark_smoke(script, tmp_path):
+    prefix, check = SCRIPTS[script]
+    args = ["--smoke"] if script != "coord_check_time.py" else ["--widths", "64", "128", "256", "--seeds", "1",
+                                                                 "--steps", "2"]
+    proc = subprocess.run([sys.executable, script, *args], cwd=BENCH, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HPT_BENCH_RESULTS": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(tmp_path.glob(f"{prefix}-*.json"))
+    assert len(files) == 1, sorted(p.name for p in tmp_path.iterdir())
+    assert check(json.loads(files[0].read_text()))
