@@ -7,7 +7,6 @@ failing (SP) checks used as pictures in README.md. Usage: python bench/coord_che
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hptransfer import coord_check
 from hptransfer.data import text_batch
 from hptransfer.models import ModelSpec
 
-from common import RESULTS, write_result
+from common import write_result
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

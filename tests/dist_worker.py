@@ -6,7 +6,6 @@ must equal an unwrapped run. Rank 0 writes the final full parameters and the gro
 
 from __future__ import annotations
 
-import os
 import sys
 
 import torch

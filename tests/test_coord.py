@@ -11,7 +11,7 @@ from torch import nn
 
 import hptransfer as hpt
 from hptransfer.coord import CoordCheckError, coord_check
-from hptransfer.models import GPT, PlainGPT, PlainResMLP, ResMLP
+from hptransfer.models import GPT, PlainGPT, PlainResMLP
 
 from conftest import meta
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import hptransfer as hpt
-from hptransfer.models import PlainGPT, PlainMLP
+from hptransfer.models import PlainMLP
 
 from conftest import meta
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hptransfer as hpt
-from hptransfer.models import GPT, MLP, PlainGPT, PlainMLP, PlainResMLP, ResMLP
+from hptransfer.models import GPT, PlainGPT, PlainMLP, PlainResMLP, ResMLP
 
 from conftest import meta
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import hptransfer as hpt
 from hptransfer.models import PlainGPT, PlainMLP
