@@ -140,6 +140,15 @@ class CoordStageConfig:
 
 
 @dataclass
+class LadderConfig:
+    """recipes/scaling.py: proxies trained with the same hyperparameters; the target is model.width/depth."""
+
+    sizes: list[int] = field(default_factory=lambda: [32, 48, 64, 96, 128])
+    eval_points: int = 6  # validation losses logged along training (for the width-limit analysis)
+    drop_early_fraction: float = 0.1
+
+
+@dataclass
 class PipelineConfig:
     """tune.py, transfer.py and mutransfer.py: model/scheme/data/optim/train/sweep/logger + proxy and stages."""
 
@@ -152,6 +161,7 @@ class PipelineConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     coord_check: CoordStageConfig = field(default_factory=CoordStageConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
     name: str = "mutransfer"
     tune_dir: Optional[str] = None  # transfer.py: the tune run dir whose tune.json holds the chosen LR
     lr: Optional[float] = None  # transfer.py: an explicit LR instead of a tune dir

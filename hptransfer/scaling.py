@@ -95,9 +95,10 @@ def _fit_power_law_core(x: np.ndarray, y: np.ndarray) -> tuple[float, float, flo
     alphas = np.exp(np.linspace(np.log(1e-3), np.log(4.0), 200))
     scores = [_power_law_at(a, x, y)[2] for a in alphas]
     best = int(np.argmin(scores))
-    result = minimize(lambda v: _power_law_at(float(np.exp(v[0])), x, y)[2], [np.log(alphas[best])],
+    bounds = (np.log(1e-4), np.log(8.0))  # keep the search where x^-alpha is representable
+    result = minimize(lambda v: _power_law_at(float(np.exp(np.clip(v[0], *bounds))), x, y)[2], [np.log(alphas[best])],
                       method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 2000})
-    alpha = float(np.exp(result.x[0]))
+    alpha = float(np.exp(np.clip(result.x[0], *bounds)))
     E, A, sse = _power_law_at(alpha, x, y)
     return E, A, alpha, sse
 

@@ -225,3 +225,14 @@ def test_resnet_on_digits(tmp_path):
     assert proc.returncode == 0, shown(proc)
     assert json.loads((out / "coord_check.json").read_text())["ok"] is True
     assert json.loads((out / "transfer.json").read_text())["target"]["family"] == "resnet"
+
+
+def test_scaling_recipe_predicts_and_reports(tmp_path):
+    out = tmp_path / "scaling"
+    proc = recipe("scaling", ["experiment=smoke", "ladder.sizes=[16,24,32,48,64]", "model.width=96", "train.steps=10",
+                              f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    summary = json.loads((out / "scaling.json").read_text())
+    assert len(summary["ladder"]) == 5 and summary["prediction"]["target"] == 96
+    assert summary["prediction"]["abs_rel_error"] is not None
+    assert (out / "scaling_fit.png").exists() and "Scaling-law prediction" in (out / "report.md").read_text()
