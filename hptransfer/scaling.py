@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy.optimize import minimize, nnls
@@ -54,6 +54,14 @@ def _distinct_sizes(name: str, sizes: np.ndarray) -> None:
     if distinct < 5:
         warnings.warn(f"only {distinct} distinct {name}; 5 or more are advised for a reliable fit",
                       FewSizesWarning, stacklevel=3)
+
+
+def _percentile_intervals(samples: list, names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """10th/90th percentiles of bootstrap refits, per parameter (empty without samples)."""
+    if not samples:
+        return {}
+    arr = np.array(samples)
+    return {k: (float(np.percentile(arr[:, i], 10)), float(np.percentile(arr[:, i], 90))) for i, k in enumerate(names)}
 
 
 def drop_early(steps: Sequence[float], *arrays: Sequence[float], fraction: float = 0.1) -> tuple[np.ndarray, ...]:
@@ -123,10 +131,7 @@ def fit_power_law(x: Sequence[float], loss: Sequence[float], *, bootstrap: int =
         if np.unique(xs[pick]).size < 3:
             continue
         samples.append(_fit_power_law_core(xs[pick], ys[pick])[:3])
-    if samples:
-        arr = np.array(samples)
-        fit.intervals = {k: (float(np.percentile(arr[:, i], 10)), float(np.percentile(arr[:, i], 90)))
-                         for i, k in enumerate(("E", "A", "alpha"))}
+    fit.intervals = _percentile_intervals(samples, ("E", "A", "alpha"))
     fit.holdout = _holdout_power_law(xs, ys)
     return fit
 
@@ -260,10 +265,7 @@ def fit_chinchilla(N: Sequence[float], D: Sequence[float], loss: Sequence[float]
             continue
         t, _, _ = _fit_chinchilla_core(logN[pick], logD[pick], logL[pick], delta, warm, refine=2)
         samples.append([np.exp(t[2]), np.exp(t[0]), np.exp(t[1]), t[3], t[4]])
-    if samples:
-        arr = np.array(samples)
-        fit.intervals = {k: (float(np.percentile(arr[:, i], 10)), float(np.percentile(arr[:, i], 90)))
-                         for i, k in enumerate(("E", "A", "B", "alpha", "beta"))}
+    fit.intervals = _percentile_intervals(samples, ("E", "A", "B", "alpha", "beta"))
     largest = Ns.max()
     keep = Ns < largest
     if np.unique(Ns[keep]).size >= 2:

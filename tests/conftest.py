@@ -6,6 +6,8 @@ import math
 import os
 import random
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -40,3 +42,18 @@ def rms(t: torch.Tensor) -> float:
 
 def finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+@pytest.fixture
+def hydra_conf():
+    """Hydra initialized on the repo's conf/ with the structured configs registered (as the recipes do)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hptransfer.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()

@@ -9,25 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from hptransfer.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "coord_check.py"
 FAST = ["model=resmlp", "sizes=[64,128,256]", "fast=true", "model.depth=2"]
 
-
-@pytest.fixture
-def hydra_conf():
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 @pytest.mark.parametrize("model", ["gpt", "resmlp", "mlp"])

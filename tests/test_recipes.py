@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 
-from hptransfer.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -34,14 +32,6 @@ def recipe(name: str, args: list[str], cwd: Path, timeout: int = 300, **env: str
 def shown(proc: subprocess.CompletedProcess) -> str:
     return (proc.stdout + proc.stderr)[-3000:]
 
-
-@pytest.fixture
-def hydra_conf():
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 @pytest.mark.parametrize("primary", ["tune", "transfer", "mutransfer"])
