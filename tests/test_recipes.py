@@ -226,3 +226,17 @@ def test_scaling_recipe_predicts_and_reports(tmp_path):
     assert len(summary["ladder"]) == 5 and summary["prediction"]["target"] == 96
     assert summary["prediction"]["abs_rel_error"] is not None
     assert (out / "scaling_fit.png").exists() and "Scaling-law prediction" in (out / "report.md").read_text()
+
+
+def test_random_search_over_lr_and_multipliers_reaches_the_target(tmp_path):
+    out = tmp_path / "run"
+    proc = recipe("mutransfer", [*TINY, "sweep=random", "sweep.n_trials=3", "++sweep.space.warmup_frac=[0.01,0.2]",
+                                 "~sweep.space.input", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 3 and all(r["param_output"] and r["param_warmup_frac"] for r in rows)
+    assert "param_input" not in rows[0]
+    chosen = json.loads((out / "tune.json").read_text())["chosen"]["params"]
+    transfer = json.loads((out / "transfer.json").read_text())
+    assert transfer["multipliers"]["output"] == pytest.approx(chosen["output"])
+    assert transfer["warmup_frac"] == pytest.approx(chosen["warmup_frac"])
