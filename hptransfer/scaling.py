@@ -82,9 +82,18 @@ class PowerLawFit:
     rmse_log: float
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     holdout: dict[str, float] = field(default_factory=dict)
+    samples: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
 
     def predict(self, x: float | Sequence[float]) -> np.ndarray:
         return self.E + self.A * np.asarray(x, dtype=float) ** -self.alpha
+
+    def predict_interval(self, x: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """10th/90th percentile of the bootstrap refits' predictions at x (the fit itself without samples)."""
+        x = np.asarray(x, dtype=float)
+        if not self.samples:
+            return self.predict(x), self.predict(x)
+        preds = np.array([E + A * x ** -alpha for E, A, alpha in self.samples])
+        return np.percentile(preds, 10, axis=0), np.percentile(preds, 90, axis=0)
 
     def __repr__(self) -> str:
         return (f"PowerLawFit(loss = {self.E:.4g} + {self.A:.4g} * x^-{self.alpha:.4g}, rmse(log)={self.rmse_log:.2g}"
@@ -132,6 +141,7 @@ def fit_power_law(x: Sequence[float], loss: Sequence[float], *, bootstrap: int =
             continue
         samples.append(_fit_power_law_core(xs[pick], ys[pick])[:3])
     fit.intervals = _percentile_intervals(samples, ("E", "A", "alpha"))
+    fit.samples = [tuple(map(float, row)) for row in samples]
     fit.holdout = _holdout_power_law(xs, ys)
     return fit
 

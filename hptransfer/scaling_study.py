@@ -70,11 +70,8 @@ def run_scaling(ctx: Context, run_dir: Path, hp: HParams, source: str,
 
 
 def _interval(fit: Any, x: float) -> list[float]:
-    if not fit.intervals:
-        return []
-    corners = [lo_hi for lo_hi in (fit.intervals["E"], fit.intervals["A"], fit.intervals["alpha"])]
-    values = [E + A * x ** -a for E in corners[0] for A in corners[1] for a in corners[2]]
-    return [float(min(values)), float(max(values))]
+    low, high = fit.predict_interval(x)
+    return [float(low), float(high)]
 
 
 def _plot_fit(sizes: list[int], params: list[int], losses: list[float], fit: Any, target_params: int, actual: float,
@@ -83,6 +80,8 @@ def _plot_fit(sizes: list[int], params: list[int], losses: list[float], fit: Any
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
     xs = np.logspace(np.log10(min(params)) - 0.1, np.log10(target_params) + 0.2, 100)
     ax.plot(xs, fit.predict(xs), "-", color="C0", label=f"fit: {fit.E:.3f} + {fit.A:.3g} N^-{fit.alpha:.3f}")
+    low, high = fit.predict_interval(xs)
+    ax.fill_between(xs, low, high, color="C0", alpha=0.15, label="bootstrap 10-90% band")
     ax.plot(params, losses, "o", color="C0", label="ladder (fitted)")
     if fit.holdout:
         ax.plot([fit.holdout["size"]], [fit.holdout["predicted"]], "s", mfc="none", color="C2",

@@ -31,6 +31,8 @@ def test_power_law_recovers_parameters():
     assert low <= fit.E <= high
     assert fit.holdout["abs_rel_error"] < 0.01
     assert np.allclose(fit.predict(x), y, rtol=0.01)
+    low, high = fit.predict_interval(4096)
+    assert low <= fit.predict(4096) <= high
 
 
 def test_chinchilla_recovers_parameters_and_intervals():
