@@ -90,6 +90,9 @@ def _plot_fit(sizes: list[int], params: list[int], losses: list[float], fit: Any
     ax.plot([target_params], [actual], "x", ms=10, color="C3", label="measured target")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    shown = [*losses, actual, float(fit.predict(target_params))]
+    span = max(shown) - min(shown)
+    ax.set_ylim(min(shown) - 0.5 * span - 1e-3, max(shown) + 0.5 * span + 1e-3)  # a wild bootstrap band must not hide the data
     ax.set_xlabel("parameters N")
     ax.set_ylabel("final validation loss")
     ax.legend(fontsize=7)
