@@ -26,7 +26,7 @@ from width_transfer import plot
 
 MODELS = {
     # name: (data config, spec builder, depths, base depth, train settings)
-    "resmlp": (dict(kind="gaussian_mixture", n_train=4096, n_val=1024, d_in=32, n_classes=10, seed=0),
+    "resmlp": (dict(kind="gaussian_mixture", n_train=4096, n_val=1024, d_in=32, n_classes=10, separation=0.15, seed=0),
                lambda data, depths: ModelSpec("resmlp", 128, max(depths), 128, min(depths), data.model_options),
                [2, 4, 8, 16], dict(batch_size=64, seq_len=1)),
     "gpt": (dict(kind="text", path=None, val_fraction=0.1),

@@ -43,7 +43,8 @@ def build_mup(plain: torch.nn.Module, base: torch.nn.Module, device: torch.devic
     model = copy.deepcopy(plain)
     width, vocab = model.lm_head.in_features, model.lm_head.out_features
     model.lm_head = mup.MuReadout(width, vocab, bias=False).to(device)
-    mup_base = copy.deepcopy(base)
+    with torch.device("meta"):  # mup has no depth rule: its base needs the model's own depth (same names)
+        mup_base = PlainGPT(d_model=64, n_layer=len(plain.blocks), n_head=4, vocab_size=vocab, block_size=128)
     mup_base.lm_head = mup.MuReadout(64, vocab, bias=False, device="meta")
     mup.set_base_shapes(model, mup_base)
     return model, mup.MuAdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
@@ -72,7 +73,7 @@ def step_fn(model, opt, batch, dtype):
 
 def measure(width: int, depth: int, batch: int, seq: int, compile_: bool, repeats: int, steps: int,
             device: torch.device, dtype: torch.dtype) -> dict:
-    plain, wrapped, base = build(width, depth, device)
+    plain, wrapped, base = build(width, depth, device)  # base: hptransfer's (shallower) base
     fused = device.type == "cuda"
     opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=0.1, fused=fused)
     opt_wrapped = torch.optim.AdamW(hpt.param_groups(wrapped, lr=1e-3, weight_decay=0.1), fused=fused)
@@ -114,7 +115,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny and quick; used by the tests")
     args = parser.parse_args()
     if args.smoke:
-        args.width, args.depth, args.batch, args.seq, args.repeats, args.steps, args.no_compile = 64, 2, 2, 16, 2, 1, True
+        args.width, args.depth, args.batch, args.seq, args.repeats, args.steps, args.no_compile = 64, 3, 2, 16, 2, 1, True
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     runs = []

@@ -75,6 +75,7 @@ class DataConfig:
     n_val: int = 1024
     d_in: int = 32
     n_classes: int = 10
+    separation: float = 2.0  # gaussian_mixture: std of the class means per coordinate (noise std is 1)
     seed: int = 0
 
 

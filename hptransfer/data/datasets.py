@@ -107,7 +107,8 @@ def load_data(cfg: Any) -> TokenStream | Classification:
         train, val = _split(tokens, cfg.val_fraction)
         return TokenStream(train, val, int(cfg.vocab_size))
     if kind == "gaussian_mixture":
-        points, labels = gaussian_mixture(cfg.n_train + cfg.n_val, cfg.d_in, cfg.n_classes, seed=cfg.seed)
+        points, labels = gaussian_mixture(cfg.n_train + cfg.n_val, cfg.d_in, cfg.n_classes, seed=cfg.seed,
+                                          separation=getattr(cfg, "separation", 2.0))
         return Classification((points[: cfg.n_train], labels[: cfg.n_train]),
                               (points[cfg.n_train:], labels[cfg.n_train:]), cfg.n_classes)
     if kind == "digits":
