@@ -214,7 +214,7 @@ def build_plan(
         plan.modules.append(ModuleRecord(name, "branch", factor))
     if mults["attn"] != 1.0 or (rules.width_attention and base_head_dim is not None):
         plan.modules.append(ModuleRecord("", "attention", mults["attn"]))
-    if rules.width_attention and base_head_dim is None and _uses_native_attention(root) is False:
+    if rules.width_attention and base_head_dim is None and not _uses_native_attention(root):
         log.info("no base_head_dim given: attention inside the model keeps its 1/sqrt(d) scale; that is "
                  "right only if width grows by adding heads at a fixed head dim")
     return plan
@@ -232,8 +232,7 @@ def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules:
         if rec.kind == "attention":
             continue
         module = modules[rec.name]
-        if rec.kind == "readout" and hasattr(module, "multiplier") and isinstance(
-                module, (hnn.Readout, hnn.TiedReadout)):
+        if rec.kind == "readout" and isinstance(module, (hnn.Readout, hnn.TiedReadout)):
             module.multiplier = rec.factor
         elif rec.kind == "branch" and isinstance(module, hnn.Residual):
             module.multiplier = rec.factor
@@ -405,9 +404,9 @@ def parametrize(
             "this model is already parametrized (it carries a Plan); build a fresh model, or call "
             "hptransfer.unparametrize(model) first"
         )
-    plan = build_plan(root, base, scheme, readout=readout, branches=branches, base_head_dim=base_head_dim,
-                      multipliers=multipliers, init=init, delta=delta)
-    shapes = load_base(base, delta)
+    shapes = load_base(base, delta)  # read the base (and any file) once; build_plan reuses it
+    plan = build_plan(root, shapes, scheme, readout=readout, branches=branches, base_head_dim=base_head_dim,
+                      multipliers=multipliers, init=init)
     rules = get_scheme(scheme)
     _initialize(root, plan, base, shapes, rules)
     handles = _install_multipliers(root, plan, shapes, rules)

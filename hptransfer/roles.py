@@ -39,7 +39,7 @@ def owner_of(name: str) -> tuple[str, str]:
     return owner, leaf
 
 
-def fan_axes(module: nn.Module, ndim: int) -> tuple[int, int]:
+def fan_axes(module: nn.Module) -> tuple[int, int]:
     """(fan_out axis, fan_in axis) of a >= 2-d weight owned by ``module``."""
     if type(module).__name__ in IN_OUT_LAYOUT_CLASSES:
         return 1, 0
@@ -54,7 +54,7 @@ def classify(module: nn.Module, shape: tuple[int, ...], base_shape: tuple[int, .
         return "scalar", 1.0, 1.0
     if len(shape) == 1:
         return "vector", 1.0, mults[0]
-    out_axis, in_axis = fan_axes(module, len(shape))
+    out_axis, in_axis = fan_axes(module)
     extra = [i for i in range(len(shape)) if i not in (out_axis, in_axis) and width[i]]
     if extra:
         raise BaseShapeError(

@@ -63,7 +63,7 @@ def run_scaling(ctx: Context, run_dir: Path, hp: HParams, source: str,
                                   "wider_is_better": limit.wider_is_better}
         _plot_limit(sizes, kept[0], kept[1].T, limit, run_dir / "width_limit.png")
     write_json(run_dir / "scaling.json", summary)
-    _plot_fit(sizes, [_params(ctx, s) for s in sizes], [finals[s] for s in sizes], fit, target_params, actual,
+    _plot_fit([_params(ctx, s) for s in sizes], [finals[s] for s in sizes], fit, target_params, actual,
               run_dir / "scaling_fit.png")
     _write_report(run_dir, summary)
     return summary
@@ -74,7 +74,7 @@ def _interval(fit: Any, x: float) -> list[float]:
     return [float(low), float(high)]
 
 
-def _plot_fit(sizes: list[int], params: list[int], losses: list[float], fit: Any, target_params: int, actual: float,
+def _plot_fit(params: list[int], losses: list[float], fit: Any, target_params: int, actual: float,
               path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
