@@ -4,7 +4,7 @@ LR transferred naively as the baseline that fails.
 Reports the target's loss each way (transferred vs directly tuned best, relative gap; target: within 1%) and the
 compute each way (wall time and FLOPs ~ 6 x params x tokens; target: proxy tuning <= 15% of direct tuning).
 
-    python bench/tuning_cost.py            # CPU: GPT width 512 target, width 64 proxy
+    python bench/tuning_cost.py            # CPU: GPT width 512 target, width 64 proxy (about 12 min)
     python bench/tuning_cost.py --smoke    # seconds; used by the tests
 """
 
@@ -19,7 +19,7 @@ from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
 from hptransfer.train import HParams, TrainSettings, train
 
-from common import write_result
+from common import RESULTS, device_name, write_result
 from sweeps import lr_sweep
 
 
@@ -87,7 +87,43 @@ def main() -> None:
     print(f"compute of proxy tuning / direct tuning: FLOPs {result['compute']['flops_ratio_proxy_tuning']:.3f}, "
           f"wall time {result['compute']['wall_time_ratio_proxy_tuning']:.3f}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"wrote {write_result('tuning_cost' + ('-smoke' if args.smoke else ''), device, result)}")
+    name = "tuning_cost" + ("-smoke" if args.smoke else "")
+    path = write_result(name, device, result)
+    plot(result, RESULTS / f"{name}-{device_name(device)}.png")
+    print(f"wrote {path}")
+
+
+def plot(result: dict, path) -> None:
+    """The three sweeps, and the target's loss at each transferred LR against the directly tuned curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    curves = [("direct", f"mup, target width {result['target_width']} (tuned directly)", "C0"),
+              ("proxy", f"mup, proxy width {result['proxy_width']}", "C1"),
+              ("sp_proxy", f"sp, proxy width {result['proxy_width']}", "C3")]
+    if result["sweeps"]["proxy"]["points"] == result["sweeps"]["sp_proxy"]["points"]:  # the proxy is the base
+        curves[1:] = [("proxy", f"proxy width {result['proxy_width']} (the base: sp = mup)", "C1")]
+    for key, label, color in curves:
+        points = {float(k): v for k, v in result["sweeps"][key]["points"].items()}
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], "-o", ms=3, color=color, label=label)
+    ax.plot(result["mup_transfer"]["proxy_optimum_log2_lr"], result["mup_transfer"]["target_loss"], "*", ms=14,
+            color="C1", mec="k", label=f"target at mup proxy's optimum ({100 * result['mup_transfer']['relative_gap']:+.2f}%)")
+    ax.plot(result["sp_naive"]["proxy_optimum_log2_lr"], result["sp_naive"]["target_loss"], "X", ms=11, color="C3",
+            mec="k", label=f"target (sp) at sp proxy's optimum ({100 * result['sp_naive']['relative_gap']:+.2f}%)")
+    best = result["direct"]["best_loss"]
+    ax.set_ylim(best - 0.05, best + 1.0)
+    ax.set_xlabel("log2 learning rate")
+    ax.set_ylabel("validation loss")
+    ratio = result["compute"]["flops_ratio_proxy_tuning"]
+    ax.set_title(f"Tune the proxy and transfer: {100 * ratio:.1f}% of the FLOPs of tuning the target", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,12 +13,25 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
+def overhead_ok(d: dict) -> bool:
+    run = d["runs"][0]
+    return (run["state_bytes"]["unwrapped"] == run["state_bytes"]["parametrized"]
+            and all(rate > 0 for rate in run["tokens_per_s"].values())
+            and (run["mfu"] is None) == (d["peak_tflops"] is None))
+
+
+def transfer_ok(results: dict, schemes: set[str], sizes: int) -> bool:
+    """Every scheme has an optimum per size and every size was trained at the shared LR."""
+    return set(results) == schemes and all(
+        len(r["optima"]) == sizes and len(r["loss_at_shared"]) == sizes
+        and all(math.isfinite(v) for v in r["loss_at_shared"]) for r in results.values())
+
+
 SCRIPTS = {
-    "overhead.py": ("overhead-smoke", lambda d: d["runs"][0]["state_bytes"]["unwrapped"]
-                    == d["runs"][0]["state_bytes"]["parametrized"]),
-    "width_transfer.py": ("width_transfer-smoke", lambda d: set(d["results"]) == {"sp", "mup"}),
-    "depth_transfer.py": ("depth_transfer-smoke",
-                          lambda d: set(d["models"]["resmlp"]["results"]) == {"mup", "depth_mup", "completep"}),
+    "overhead.py": ("overhead-smoke", overhead_ok),
+    "width_transfer.py": ("width_transfer-smoke", lambda d: transfer_ok(d["results"], {"sp", "mup"}, 3)),
+    "depth_transfer.py": ("depth_transfer-smoke", lambda d: all(
+        transfer_ok(d["models"][m]["results"], {"mup", "depth_mup", "completep"}, 3) for m in ("resmlp", "gpt"))),
     "tuning_cost.py": ("tuning_cost-smoke", lambda d: 0 < d["compute"]["flops_ratio_proxy_tuning"] < 1),
     "coord_check_time.py": ("coord_check_time", lambda d: d["runs"]["mup"]["ok"] and not d["runs"]["sp"]["ok"]),
 }
