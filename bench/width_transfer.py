@@ -7,6 +7,7 @@ trained at every width).
 
     python bench/width_transfer.py                       # CPU small settings (about 14 min on 2 cores)
     python bench/width_transfer.py --widths 256 512 1024 2048 --steps 2000     # e.g. on a GPU
+    python bench/width_transfer.py --grad-clip 0.0625 --tag clip0.0625   # the clip threshold of BENCHMARKS.md 1
     python bench/width_transfer.py --smoke               # seconds; used by the tests
 """
 
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--grad-clip", type=float, default=TrainSettings.grad_clip,
+                        help="global gradient-norm clip threshold (0: off); the same for every scheme and width")
     add_sweep_arguments(parser, start=-7.0)
     parser.add_argument("--tag", default="", help="appended to the result names (to split a run across calls)")
     parser.add_argument("--smoke", action="store_true")
@@ -45,7 +48,7 @@ def main() -> None:
                "zero_init_readout": True, "zero_init_query": True}
     spec = ModelSpec("gpt", max(args.widths), 2, min(args.widths), 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
-                             eval_batches=8 if not args.smoke else 1)
+                             eval_batches=8 if not args.smoke else 1, grad_clip=args.grad_clip)
     started = time.perf_counter()
     results = {}
     for scheme in args.schemes:
@@ -59,7 +62,8 @@ def main() -> None:
     name = "width_transfer" + ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = write_result(name, device, {"widths": args.widths, "seeds": args.seeds, "steps": args.steps,
-                                       "batch": args.batch, "seq": args.seq, "sweep": sweep_settings(args),
+                                       "batch": args.batch, "seq": args.seq, "grad_clip": args.grad_clip,
+                                       "sweep": sweep_settings(args),
                                        "seconds": time.perf_counter() - started, "results": results})
     plot(results, RESULTS / f"{name}-{device_name(device)}.png", "width")
     print(f"wrote {path}")

@@ -48,3 +48,15 @@ def test_benchmark_smoke(script, tmp_path):
     files = list(tmp_path.glob(f"{prefix}-*.json"))
     assert len(files) == 1, sorted(p.name for p in tmp_path.iterdir())
     assert check(json.loads(files[0].read_text()))
+
+
+def test_width_transfer_records_its_clip_threshold(tmp_path):
+    """--grad-clip is accepted and written to the JSON, so a result says which clip threshold made it."""
+    proc = subprocess.run([sys.executable, "width_transfer.py", "--smoke", "--schemes", "mup", "--grad-clip", "0.25"],
+                          cwd=BENCH, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HPT_BENCH_RESULTS": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = tmp_path.glob("width_transfer-smoke-*.json")
+    result = json.loads(path.read_text())
+    assert result["grad_clip"] == 0.25
+    assert transfer_ok(result["results"], {"mup"}, 3)
