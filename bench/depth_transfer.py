@@ -79,13 +79,15 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", help="override every model's depth ladder")
     parser.add_argument("--width", type=int, help="override every model's width")
     parser.add_argument("--steps", type=int, help="override every model's steps")
+    parser.add_argument("--grad-clip", type=float, default=TrainSettings.grad_clip,
+                        help="global gradient-norm clip threshold (0: off); the same for every scheme and depth")
     add_sweep_arguments(parser, start=-7.0)
     parser.add_argument("--tag", default="", help="appended to the result names (to split a run across calls)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = "depth_transfer" + ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
-    payload = {"seeds": args.seeds, "sweep": sweep_settings(args), "models": {}}
+    payload = {"seeds": args.seeds, "grad_clip": args.grad_clip, "sweep": sweep_settings(args), "models": {}}
     started = time.perf_counter()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for model in args.models:
@@ -102,7 +104,7 @@ def main() -> None:
             options["block_size"] = setup.seq_len
         spec = ModelSpec(setup.family, setup.width, max(setup.depths), setup.width, min(setup.depths), options)
         settings = TrainSettings(steps=setup.steps, batch_size=setup.batch_size, seq_len=setup.seq_len,
-                                 eval_every=0, eval_batches=setup.eval_batches)
+                                 eval_every=0, eval_batches=setup.eval_batches, grad_clip=args.grad_clip)
         model_started = time.perf_counter()
         results = {}
         for scheme in args.schemes:
