@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from . import nn as hnn
+from .adapters.base import Adapter, AttentionSite, Structure, find_adapter
+from .attention import AttentionError, AttentionScope, inside, mup_factor, probe_attention
 from .errors import AlreadyParametrizedError, BranchError, ReadoutError, SchemeError
+from .init import initialize
 from .plan import ModuleRecord, ParamRecord, Plan
 from .roles import (View, block_of, collect_views, count_base_branches, find_branches, find_readouts)
 from .rules import Scheme, get_scheme
-from .shapes import BaseLike, BaseShapes, as_globs, load_base, match_base_name
+from .shapes import BaseLike, BaseShapes, as_globs, index_pattern, load_base, match_any, match_base_name
 
 log = logging.getLogger(__name__)
 
 PLAN_ATTR = "_hpt_plan"
 HOOKS_ATTR = "_hpt_hooks"
+ORIGINALS_ATTR = "_hpt_attention_originals"
 MULTIPLIER_NAMES = ("output", "input", "attn", "branch")
 
 
@@ -71,44 +73,6 @@ class ScaleInput:
         return (args[0] * self.factor,) + tuple(args[1:])
 
 
-class AttentionScaleMode(TorchFunctionMode):
-    """Rescales F.scaled_dot_product_attention logits by ``attn * sqrt(base_head_dim / head_dim)``."""
-
-    def __init__(self, attn: float, base_head_dim: int | None) -> None:
-        super().__init__()
-        self.attn = attn
-        self.base_head_dim = base_head_dim
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.scaled_dot_product_attention:
-            head_dim = args[0].shape[-1]
-            scale = kwargs.get("scale")
-            scale = head_dim**-0.5 if scale is None else scale
-            factor = self.attn
-            if self.base_head_dim is not None:
-                factor *= math.sqrt(self.base_head_dim / head_dim)
-            kwargs = dict(kwargs, scale=scale * factor)
-        return func(*args, **kwargs)
-
-
-class AttentionScope:
-    """Root-module hooks that enter AttentionScaleMode for the duration of the model's forward."""
-
-    def __init__(self, attn: float, base_head_dim: int | None) -> None:
-        self.attn = attn
-        self.base_head_dim = base_head_dim
-        self._active: list[AttentionScaleMode] = []
-
-    def enter(self, module: nn.Module, args: Any) -> None:
-        mode = AttentionScaleMode(self.attn, self.base_head_dim)
-        mode.__enter__()
-        self._active.append(mode)
-
-    def exit(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._active.pop().__exit__(None, None, None)
-
-
 # ---- planning --------------------------------------------------------------------------------------
 def _check_multipliers(multipliers: Mapping[str, float] | None) -> dict[str, float]:
     merged = {name: 1.0 for name in MULTIPLIER_NAMES}
@@ -143,6 +107,8 @@ def build_plan(
     multipliers: Mapping[str, float] | None = None,
     init: str | float = "rescale",
     delta: BaseLike | None = None,
+    structure: Structure | None = None,
+    attention: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide every factor for ``model`` relative to ``base`` without changing anything (see parametrize)."""
     rules = get_scheme(scheme)
@@ -152,12 +118,15 @@ def build_plan(
         raise SchemeError(f"init={init!r}: use 'rescale', 'keep' or a positive float sigma")
     root = unwrap(model)
     shapes: BaseShapes = load_base(base, delta)
+    structure = structure or Structure(adapter="")
     views, canonical = collect_views(root, shapes)
-    readouts = find_readouts(root, views, as_globs(readout))
-    branch_names = find_branches(root, as_globs(branches))
+    readouts = find_readouts(root, views, as_globs(readout) or structure.readout)
+    branch_globs = as_globs(branches) or (structure.branches or [])
+    branch_names = find_branches(root, branch_globs)
     if rules.uses_depth and not branch_names:
+        note = f" ({structure.adapter}: {structure.branch_note})" if structure.branch_note else ""
         raise BranchError(
-            f"scheme {rules.name!r} scales residual branches with depth but none were found: pass "
+            f"scheme {rules.name!r} scales residual branches with depth but none were found{note}: pass "
             "branches=['blocks.*.attn', 'blocks.*.mlp'] (globs of the modules whose outputs are added to the "
             "residual stream) or build the blocks with hptransfer.nn.Residual"
         )
@@ -171,7 +140,8 @@ def build_plan(
     readout_views = [v for vs in views.values() for v in vs if v.owner in readouts and v.leaf == "weight"]
     hidden_fan_in = [v.fan_in_mult for vs in views.values() for v in vs if v.role == "hidden"]
     width_mult = readout_views[0].fan_in_mult if readout_views else max(hidden_fan_in, default=1.0)
-    input_modules = sorted({v.owner for vs in views.values() for v in vs if v.role == "input"})
+    input_modules = sorted({v.owner for vs in views.values() for v in vs if v.role == "input"}
+                           | set(structure.inputs))
     if mults["output"] != 1.0 and not readouts:
         raise ReadoutError("multipliers['output'] is set but no readout was found: name it with readout=..."
                            " or pass delta= (a model at another width) so width dims are known")
@@ -181,7 +151,8 @@ def build_plan(
 
     plan = Plan(scheme=rules.name, depth_alpha=rules.depth_alpha, width_mult=width_mult,
                 depth_mult=depth_mult, n_branches=len(branch_names), base_branches=base_branches,
-                multipliers=mults, base_head_dim=base_head_dim, init=init)
+                multipliers=mults, base_head_dim=base_head_dim, init=init,
+                adapter=structure.adapter or None)
     for tensor_id, tensor_views in views.items():
         name = canonical[tensor_id]
         view, role = _canonical_view(tensor_views, name, set(readouts))
@@ -212,24 +183,85 @@ def build_plan(
     for name in branch_names:
         factor = mults["branch"] * rules.depth_factor("branch_multiplier", depth_mult)
         plan.modules.append(ModuleRecord(name, "branch", factor))
-    if mults["attn"] != 1.0 or (rules.width_attention and base_head_dim is not None):
-        plan.modules.append(ModuleRecord("", "attention", mults["attn"]))
-    if rules.width_attention and base_head_dim is None and not _uses_native_attention(root):
-        log.info("no base_head_dim given: attention inside the model keeps its 1/sqrt(d) scale; that is "
-                 "right only if width grows by adding heads at a fixed head dim")
+    if rules.uses_depth and rules.depth_alpha > 0.5:
+        plan.notes += [n for n in structure.notes if "depth" in n and mults["input"] == 1.0]
     return plan
 
 
-def _uses_native_attention(root: nn.Module) -> bool:
-    return any(isinstance(m, hnn.SelfAttention) for m in root.modules())
+def _attention_sites(root: nn.Module, structure: Structure, attention: Mapping[str, str] | None) -> list[AttentionSite]:
+    """The adapter's attention modules plus those the user names with ``attention={glob: attribute}``."""
+    sites = {s.module: s for s in structure.attention}
+    modules = dict(root.named_modules())
+    for glob, attribute in (attention or {}).items():
+        hits = [n for n in modules if n and match_any(n, [glob])]
+        if not hits:
+            raise AttentionError(f"attention glob {glob!r} matched no module; module names look like "
+                                 f"{', '.join([n for n in modules if n][:8])}")
+        for name in hits:
+            value = getattr(modules[name], attribute, None)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise AttentionError(
+                    f"attention={{{glob!r}: {attribute!r}}}: module {name!r} has no float attribute {attribute!r} "
+                    "(it must hold the factor your forward multiplies q @ k^T by, e.g. self.scale = head_dim ** -0.5)")
+            head_dim = _site_head_dim(modules[name])
+            if head_dim is None:
+                raise AttentionError(
+                    f"attention module {name!r}: cannot tell its head dim; give it an int attribute head_dim")
+            sites[name] = AttentionSite(name, attribute, head_dim)
+    return list(sites.values())
+
+
+def _site_head_dim(module: nn.Module) -> int | None:
+    for attr in ("head_dim", "attention_head_size", "d_head"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    n_head = next((getattr(module, a) for a in ("n_head", "num_heads", "n_heads") if isinstance(getattr(module, a, None), int)), None)
+    width = next((getattr(module, a) for a in ("d_model", "embed_dim", "hidden_size") if isinstance(getattr(module, a, None), int)), None)
+    return width // n_head if n_head and width else None
+
+
+def _plan_attention(root: nn.Module, plan: Plan, rules: Scheme, sites: list[AttentionSite], base: BaseLike,
+                    base_head_dim: int | None) -> None:
+    """Attention records: one per attribute site (the factor on its attribute), and the root interception."""
+    base_modules = dict(base.named_modules()) if isinstance(base, nn.Module) else {}
+    modules = dict(root.named_modules())
+    pattern_index = {index_pattern(n): n for n in base_modules}
+    base_dims = set()
+    for site in sites:
+        factor = plan.multipliers["attn"]
+        if rules.width_attention:
+            base_name = site.module if site.module in base_modules else pattern_index.get(index_pattern(site.module))
+            base_module = base_modules.get(base_name) if base_name else None
+            base_dim = _site_head_dim(base_module) if base_module is not None else base_head_dim
+            if base_dim is None:
+                raise AttentionError(
+                    f"attention module {site.module!r}: cannot tell the base's head dim; pass base_head_dim= or the "
+                    "base as a model (the meta device is fine)")
+            base_dims.add(base_dim)
+            current = float(getattr(modules[site.module], site.attribute))
+            base_scale = float(getattr(base_module, site.attribute, current * math.sqrt(site.head_dim / base_dim))) \
+                if base_module is not None else current * math.sqrt(site.head_dim / base_dim)
+            # mu-P: the base's scale carried over with 1/d instead of 1/sqrt(d) (TP5 App. B.1)
+            factor *= base_scale * (base_dim / site.head_dim) / current if current else 1.0
+        plan.modules.append(ModuleRecord(site.module, "attention", factor, site.attribute))
+    if plan.base_head_dim is None and len(base_dims) == 1:
+        plan.base_head_dim = base_dims.pop()
+    if rules.width_attention or plan.multipliers["attn"] != 1.0:
+        plan.modules.append(ModuleRecord("", "attention", plan.multipliers["attn"]))
 
 
 # ---- applying ---------------------------------------------------------------------------------------
-def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules: Scheme) -> list[Any]:
+def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules: Scheme) -> tuple[list[Any], AttentionScope | None]:
     modules = dict(root.named_modules())
     handles: list[Any] = []
+    originals: dict[str, float] = {}
     for rec in plan.modules:
         if rec.kind == "attention":
+            if rec.attribute is not None:
+                originals[rec.name] = getattr(modules[rec.name], rec.attribute)
+                if rec.factor != 1.0:
+                    setattr(modules[rec.name], rec.attribute, originals[rec.name] * rec.factor)
             continue
         module = modules[rec.name]
         if rec.kind == "readout" and isinstance(module, (hnn.Readout, hnn.TiedReadout)):
@@ -240,7 +272,7 @@ def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules:
             hook = ScaleInput(rec.factor) if rec.kind == "readout" else ScaleOutput(rec.factor)
             handles.append(module.register_forward_pre_hook(hook) if rec.kind == "readout"
                            else module.register_forward_hook(hook))
-    attention = next((m for m in plan.modules if m.kind == "attention"), None)
+    setattr(root, ORIGINALS_ATTR, originals)
     native = [m for m in root.modules() if isinstance(m, hnn.SelfAttention)]
     for layer in native:
         factor = plan.multipliers["attn"]
@@ -248,12 +280,16 @@ def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules:
         if rules.width_attention and base_dim:
             factor *= math.sqrt(base_dim / layer.head_dim)
         layer.logit_scale_factor = factor
-    if attention is not None and not native:
-        scope = AttentionScope(plan.multipliers["attn"],
-                               plan.base_head_dim if rules.width_attention else None)
+    scope = None
+    if any(m.kind == "attention" and m.attribute is None for m in plan.modules) and not native:
+        scope = AttentionScope(plan.multipliers["attn"], plan.base_head_dim if rules.width_attention else None)
         handles.append(root.register_forward_pre_hook(scope.enter))
         handles.append(root.register_forward_hook(scope.exit, always_call=True))
-    return handles
+        covered = [rec.name for rec in plan.modules if rec.kind == "attention" and rec.attribute is not None]
+        for name in covered:  # their calls already carry the new scale: the mode must not scale them again
+            handles.append(modules[name].register_forward_pre_hook(scope.enter_covered))
+            handles.append(modules[name].register_forward_hook(scope.exit_covered, always_call=True))
+    return handles, scope
 
 
 def _native_base_head_dim(layer: hnn.SelfAttention, modules: dict[str, nn.Module],
@@ -267,102 +303,103 @@ def _native_base_head_dim(layer: hnn.SelfAttention, modules: dict[str, nn.Module
     return int(shapes.shapes[base_name][0]) // (split * layer.n_head)
 
 
-def _default_std(module: nn.Module, leaf: str, shape: tuple[int, ...]) -> float | None:
-    """PyTorch's default init std for this parameter at ``shape`` (None when there is no known default)."""
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and leaf in ("weight", "bias"):
-        weight_shape = tuple(module.weight.shape) if leaf == "bias" else shape
-        fan_in = weight_shape[1] * math.prod(weight_shape[2:])
-        return 1.0 / math.sqrt(3.0 * fan_in)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and leaf == "weight":
-        return 1.0
-    return None
+# ---- attention verification ---------------------------------------------------------------------------
+def _as_args(inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(inputs, dict):
+        return (), dict(inputs)
+    if isinstance(inputs, tuple):
+        return inputs, {}
+    return (inputs,), {}
 
 
-@torch.no_grad()
-def _initialize(root: nn.Module, plan: Plan, base: BaseLike, shapes: BaseShapes, rules: Scheme) -> None:
-    if plan.init == "keep" or (plan.init == "rescale" and not rules.rescale_init):
-        return
-    modules = dict(root.named_modules())
-    params = dict(root.named_parameters())
-    base_params = dict(base.named_parameters(remove_duplicate=False)) if isinstance(base, nn.Module) else {}
-    not_default: list[str] = []
-    # A bias keeps its base shape while its default std follows the weight's fan-in, so "at base shape" is
-    # decided per owner module, over all of its parameters (aliases included).
-    at_base_shape: dict[str, bool] = {}
-    for rec in plan.params.values():
-        for alias in [rec.name, *rec.aliases]:
-            owner = alias.rpartition(".")[0]
-            at_base_shape[owner] = at_base_shape.get(owner, True) and rec.shape == rec.base_shape
-    for name, rec in plan.params.items():
-        param = params[name]
-        owner_name, _, leaf = name.rpartition(".")
-        owner = modules[owner_name]
-        if not isinstance(plan.init, str):
-            _sigma_init(param, rec, owner, leaf, float(plan.init))
-            continue
-        if at_base_shape.get(owner_name, True):
-            continue  # the owner module is at base shape: the model's own init *is* the base init
-        current = float(param.float().std()) if param.numel() > 1 else 0.0
-        if current == 0.0:
-            continue  # constant init (norm gains, zero-init readouts) is width-independent
-        base_param = base_params.get(match_base_name(name, shapes) or name)
-        if base_param is not None and not base_param.is_meta:
-            base_std = float(base_param.float().std()) if base_param.numel() > 1 else 0.0
-            if base_std == 0.0:
-                continue
-            ratio = base_std * rec.init_std / current
-        else:
-            weight_rec = _record_or_none(plan, f"{owner_name}.weight" if owner_name else "weight")
-            ratio = _ratio_from_defaults(owner, leaf, param, rec, weight_rec, current, name, not_default)
-        if abs(ratio - 1.0) > 1e-12:
-            param.mul_(ratio)
-    if not_default:
-        warnings.warn(
-            f"{len(not_default)} parameter(s) do not look PyTorch-default initialized "
-            f"({', '.join(not_default[:4])}{' ...' if len(not_default) > 4 else ''}); hptransfer assumed their "
-            "init std is width-independent and applied the scheme's factor to it. Pass a real (non-meta) base "
-            "model to measure the base std instead, or init=<sigma>.", stacklevel=3)
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
 
 
-def _ratio_from_defaults(owner: nn.Module, leaf: str, param: torch.Tensor, rec: ParamRecord,
-                         weight_rec: ParamRecord | None, current: float, name: str,
-                         not_default: list[str]) -> float:
-    """Rescale factor assuming the base had PyTorch-default init at its own shape.
-
-    Default Linear/Conv weights and biases have std proportional to fan_in^-1/2 of the weight, so the base's
-    std is the current one times sqrt(fan_in_mult). A parameter with no known default (or one whose std
-    shows a custom init) is assumed to have a width-independent init: it just gets the rule's factor.
-    """
-    default_now = _default_std(owner, leaf, tuple(param.shape))
-    if default_now is None:
-        return rec.init_std
-    tolerance = 0.25 + 3.0 / math.sqrt(param.numel())
-    if abs(current / default_now - 1.0) >= tolerance:
-        not_default.append(name)
-        return rec.init_std
-    if isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
-        return rec.init_std  # N(0, 1) at every shape
-    fan_in_mult = weight_rec.fan_in_mult if weight_rec is not None else 1.0
-    return math.sqrt(fan_in_mult) * rec.init_std
-
-
-def _record_or_none(plan: Plan, name: str) -> ParamRecord | None:
-    try:
-        return plan.record(name)
-    except KeyError:
+def _base_head_dims(base: Any, args: tuple, kwargs: dict) -> dict[str, int] | None:
+    """Head dim per attention module pattern, from one forward of the base (meta is fine); None if it cannot run."""
+    if not isinstance(base, nn.Module):
         return None
+    try:
+        device = next(base.parameters()).device
+        calls = probe_attention(base, lambda: base(*_to_device(args, device), **_to_device(kwargs, device)))
+    except Exception as err:  # any op without a meta kernel, data-dependent control flow, ...
+        log.info("could not run the base to read its head dims (%s)", err)
+        return None
+    return {index_pattern(c.module): c.head_dim for c in calls}
 
 
-def _sigma_init(param: torch.Tensor, rec: ParamRecord, owner: nn.Module, leaf: str, sigma: float) -> None:
-    """Re-initialize by role with global std sigma: weights N(0, (sigma * init factor)^2), biases 0."""
-    if isinstance(owner, hnn.Readout) and owner.zero_init:
-        param.zero_()
-    elif param.dim() >= 2 or isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
-        param.normal_(0.0, sigma * rec.init_std)
-    elif leaf == "bias":
-        param.zero_()
-    elif param.numel() > 1 and float(param.float().std()) > 0:
-        param.normal_(0.0, sigma * rec.init_std)
+def verify_attention(root: nn.Module, plan: Plan, scope: AttentionScope | None, base: Any, args: tuple,
+                     kwargs: dict) -> None:
+    """Run one probe forward and refuse attention that needs a new scale hptransfer cannot give it.
+
+    Calls inside attribute-scaled modules and hptransfer.nn.SelfAttention are reached; SDPA and flex calls
+    elsewhere are reached through the scope once the base's head dim is known (read from the base when it runs,
+    meta included); hand-written softmax attention elsewhere is allowed only where its scale need not change.
+    """
+    covered = {m.name for m in plan.modules if m.kind == "attention" and m.attribute is not None}
+    covered |= {n for n, m in root.named_modules() if isinstance(m, hnn.SelfAttention)}
+    calls = probe_attention(root, lambda: root(*args, **kwargs))
+    loose = [c for c in calls if not (covered and inside(c.module, covered))]
+    if not loose:
+        return
+    at_base = all(r.shape == r.base_shape for r in plan.params.values())
+    base_dims: dict[str, int] | None = None
+    for call in loose:
+        if call.kind in ("sdpa", "flex") and scope is not None and scope.base_head_dim is not None:
+            continue
+        if base_dims is None:
+            base_dims = _base_head_dims(base, args, kwargs) or {}
+        base_dim = base_dims.get(index_pattern(call.module), plan.base_head_dim)
+        if base_dim is None and at_base:
+            base_dim = call.head_dim
+        where = call.module or "the model's own forward"
+        if base_dim is None:
+            raise AttentionError(
+                f"attention ({call.kind}) in {where!r} with head dim {call.head_dim}: hptransfer cannot tell the "
+                "base's head dim, so it cannot set mu-P's 1/d logit scale. Pass base_head_dim=<the base's head "
+                "dim>, or the base as a model that runs on the meta device.")
+        if call.kind in ("sdpa", "flex") and scope is not None:
+            scope.base_head_dim = base_dim
+            plan.base_head_dim = base_dim
+            continue
+        factor = mup_factor(plan.multipliers["attn"], base_dim, call.head_dim)
+        if abs(factor - 1.0) > 1e-9:
+            raise AttentionError(
+                f"attention in {where!r} is hand-written (softmax over q @ k^T, head dim {call.head_dim}, base "
+                f"{base_dim}) and hptransfer cannot reach its scale: under {plan.scheme!r} its logits must be "
+                f"multiplied by {factor:.4g} (mu-P's sqrt(d0)/d instead of 1/sqrt(d)). Fix it one of three ways: "
+                "compute it with F.scaled_dot_product_attention (rescaled automatically); keep the scale in a float "
+                "attribute your forward multiplies q @ k^T by and pass attention={'<glob of the module>': "
+                "'<attribute>'}; or use hptransfer.nn.SelfAttention.")
+
+
+class _FirstForwardCheck:
+    """Root pre-hook that verifies attention on the first real forward, then removes itself."""
+
+    def __init__(self, plan: Plan, scope: AttentionScope | None, base: Any) -> None:
+        self.plan, self.scope, self.base = plan, scope, base
+        self.handle: Any = None
+        self.running = False
+
+    @torch._dynamo.disable
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.running or self.handle is None:
+            return None
+        self.running = True
+        try:
+            verify_attention(module, self.plan, self.scope, self.base, args, kwargs)
+        finally:
+            self.running = False
+        self.handle.remove()
+        self.handle = None
+        return None
 
 
 def parametrize(
@@ -376,6 +413,9 @@ def parametrize(
     multipliers: Mapping[str, float] | None = None,
     init: str | float = "rescale",
     delta: BaseLike | None = None,
+    adapter: str | Adapter | None = "auto",
+    attention: Mapping[str, str] | None = None,
+    example_inputs: Any = None,
 ) -> Plan:
     """Parametrize ``model`` in place under ``scheme`` relative to ``base`` and return its Plan.
 
@@ -384,19 +424,31 @@ def parametrize(
         base: the base/proxy shapes: an nn.Module (meta device is fine), a {name: shape} mapping, or a path
             to a shapes file (hptransfer JSON from save_shapes, or mup .bsh).
         scheme: "sp", "mup", "depth_mup" (alpha 1/2), "completep" (alpha 1), or a rules.Scheme.
-        readout: glob(s) of the output layer(s); auto-detected when None.
+        readout: glob(s) of the output layer(s); auto-detected (or from the adapter) when None.
         branches: glob(s) of residual-branch modules (their output is added to the residual stream).
-            Needed by depth schemes unless the model uses hptransfer.nn.Residual. m_L = #model/#base branches.
-        base_head_dim: head dim of the base; attention done with F.scaled_dot_product_attention then gets
-            logits ``attn * sqrt(base_head_dim) / head_dim`` without code changes.
+            Needed by depth schemes unless the model uses hptransfer.nn.Residual or an adapter knows them.
+            m_L = #model/#base branches.
+        base_head_dim: head dim of the base. Read from the base itself when it is a model (its attention
+            modules, or one probe forward on the meta device); needed only when that is impossible.
         multipliers: tunable width/depth-independent constants "output", "input", "attn", "branch" (default 1).
-        init: "rescale" (init std follows the rule relative to the base), "keep", or a float sigma.
+        init: "rescale" (init std follows the rule relative to the base), "keep" (e.g. pretrained weights),
+            or a float sigma (redraw every weight with std sigma x the rule's factor).
         delta: optional second model/shapes at another width; dims that differ between base and delta are
             width dims even where the model has the base's size (lets a proxy equal to the base find its
             readout and input layers).
+        adapter: "auto" (by the model's class, see hptransfer.adapters), an adapter name or object, or None.
+        attention: {module glob: attribute} for hand-written attention that multiplies q @ k^T by a float
+            attribute of its module; hptransfer scales that attribute.
+        example_inputs: inputs for one probe forward that checks every attention is reached (a tensor, a tuple
+            of positional args or a dict of keyword args). Without it (and without an adapter that makes
+            some), the check runs on the model's first forward.
 
     Returns:
         The Plan; the model remembers it (``hptransfer.get_plan(model)``).
+
+    Raises:
+        AttentionError: under a mu-P scheme, attention whose logit scale must change but cannot be reached.
+        InitError: with a meta base, a custom init whose width law is ambiguous (pass a real base or a sigma).
     """
     root = unwrap(model)
     if getattr(root, PLAN_ATTR, None) is not None:
@@ -405,26 +457,51 @@ def parametrize(
             "hptransfer.unparametrize(model) first"
         )
     shapes = load_base(base, delta)  # read the base (and any file) once; build_plan reuses it
+    found = find_adapter(root, adapter)
+    structure = found.describe(root, base, shapes) if found is not None else None
     plan = build_plan(root, shapes, scheme, readout=readout, branches=branches, base_head_dim=base_head_dim,
-                      multipliers=multipliers, init=init)
+                      multipliers=multipliers, init=init, structure=structure)
     rules = get_scheme(scheme)
-    _initialize(root, plan, base, shapes, rules)
-    handles = _install_multipliers(root, plan, shapes, rules)
+    _plan_attention(root, plan, rules, _attention_sites(root, structure or Structure(""), attention), base,
+                    base_head_dim)
+    handles, scope = _install_multipliers(root, plan, shapes, rules)
     setattr(root, PLAN_ATTR, plan)
     setattr(root, HOOKS_ATTR, handles)
+    base_params = dict(base.named_parameters(remove_duplicate=False)) if isinstance(base, nn.Module) else {}
+    try:  # both decide before they change anything: on an error the model is left as it came
+        if rules.width_attention or plan.multipliers["attn"] != 1.0:
+            if example_inputs is None and structure is not None and structure.example_inputs is not None:
+                example_inputs = structure.example_inputs()
+            if example_inputs is not None:
+                verify_attention(root, plan, scope, base, *_as_args(example_inputs))
+            else:
+                check = _FirstForwardCheck(plan, scope, base)
+                check.handle = root.register_forward_pre_hook(check, with_kwargs=True)
+                handles.append(check.handle)
+        initialize(root, plan, base, base_params, lambda name: match_base_name(name, shapes),
+                   structure.init if structure else None, rules.rescale_init)
+    except Exception:
+        unparametrize(root)
+        raise
     return plan
 
 
 def unparametrize(model: nn.Module) -> None:
-    """Remove forward multipliers and the Plan (weights keep their current values)."""
+    """Remove forward multipliers, attention scales and the Plan (weights keep their current values)."""
     root = unwrap(model)
     for handle in getattr(root, HOOKS_ATTR, []):
         handle.remove()
+    plan = getattr(root, PLAN_ATTR, None)
+    modules = dict(root.named_modules())
+    for name, value in getattr(root, ORIGINALS_ATTR, {}).items():
+        attribute = next(m.attribute for m in plan.modules if m.name == name and m.attribute) if plan else None
+        if attribute:
+            setattr(modules[name], attribute, value)
     for module in root.modules():
         if isinstance(module, (hnn.Readout, hnn.TiedReadout, hnn.Residual)):
             module.multiplier = 1.0
         if isinstance(module, hnn.SelfAttention):
             module.logit_scale_factor = 1.0
-    for attr in (PLAN_ATTR, HOOKS_ATTR):
+    for attr in (PLAN_ATTR, HOOKS_ATTR, ORIGINALS_ATTR):
         if hasattr(root, attr):
             delattr(root, attr)

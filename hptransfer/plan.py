@@ -31,6 +31,7 @@ class ParamRecord:
         lr, weight_decay: factor per optimizer family ("adam" covers Adam/AdamW, "sgd" SGD).
         eps: factor on Adam's epsilon.
         aliases: other names of the same tensor (tied weights).
+        init_source: where the base init std came from (see hptransfer.init).
     """
 
     name: str
@@ -47,15 +48,21 @@ class ParamRecord:
     weight_decay: dict[str, float]
     eps: float
     aliases: list[str] = field(default_factory=list)
+    init_source: str = ""
 
 
 @dataclass
 class ModuleRecord:
-    """A forward multiplier parametrize() applies at a module: kind is readout, input, branch or attention."""
+    """A forward multiplier parametrize() applies at a module: kind is readout, input, branch or attention.
+
+    An attention record with ``attribute`` multiplies that float attribute of the module (its logit scale);
+    one without, named "" (the root), rescales SDPA / flex_attention calls made during the forward.
+    """
 
     name: str
     kind: str
     factor: float
+    attribute: str | None = None
 
 
 @dataclass
@@ -70,6 +77,8 @@ class Plan:
         base_head_dim: head dim of the base for 1/d attention, or None.
         init: how weights were initialized ("rescale", "keep" or a float sigma).
         params: ParamRecord per canonical parameter name; modules: the forward multipliers.
+        adapter: the model-family adapter that supplied readout, branches, attention and init (None: none).
+        notes: advice on this model (e.g. what to set for depth transfer).
     """
 
     scheme: str
@@ -83,6 +92,8 @@ class Plan:
     init: str | float
     params: dict[str, ParamRecord] = field(default_factory=dict)
     modules: list[ModuleRecord] = field(default_factory=list)
+    adapter: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     # ---- lookup -----------------------------------------------------------------------------------
     def record(self, name: str) -> ParamRecord:
@@ -134,7 +145,8 @@ class Plan:
         head = (
             f"Plan(scheme={self.scheme}, width_mult={self.width_mult:g}, depth_mult={self.depth_mult:g} "
             f"[{self.n_branches}/{self.base_branches} branches], multipliers={self.multipliers}, "
-            f"base_head_dim={self.base_head_dim}, init={self.init})"
+            f"base_head_dim={self.base_head_dim}, init={self.init}"
+            f"{', adapter=' + self.adapter if self.adapter else ''})"
         )
         cols = ["name", "shape", "role", "block", "m_in", "m_out", "init", "mult", "lr adam", "lr sgd",
                 "wd adam", "eps"]
@@ -158,7 +170,14 @@ class Plan:
         lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         if self.modules:
             lines.append("forward multipliers: " + ", ".join(
-                f"{m.name or '<root>'}[{m.kind}]={m.factor:.4g}" for m in self.modules))
+                f"{m.name or '<root>'}[{m.kind}{'.' + m.attribute if m.attribute else ''}]={m.factor:.4g}"
+                for m in self.modules))
+        sources: dict[str, int] = {}
+        for r in self.params.values():
+            if r.init_source:
+                sources[r.init_source] = sources.get(r.init_source, 0) + 1
+        lines += [f"init std from: {source} ({count} parameter(s))" for source, count in sources.items()]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -1,0 +1,216 @@
+"""Initial weights under a scheme: the base's std times the rule's factor, with the base std found, never guessed.
+
+For each parameter the target std is ``base_std * rule.init_std`` (RULES.md "Width rules"). The base std comes,
+in this order, from: the model itself when its module is at base shape; a real (non-meta) base, measured; the
+family's own init (an adapter: ``transformers``' initializer_range); PyTorch's default init, recognised by its
+distribution (uniform on +-1/sqrt(fan_in): exact bounds, not a std with a tolerance); or the model's custom init
+when its law is unambiguous. For a custom init, each candidate law (constant; std ~ fan_in^-1/2; fan_out^-1/2;
+(fan_in + fan_out)^-1/2) is ruled out by two weights that have equal stds where the law would make them differ
+by >= 1.3x. Constant is chosen when every other law is ruled out; a single law is chosen when it alone fits all
+weights with one constant; anything else is ambiguous and parametrize() refuses with :class:`InitError`.
+Every record says where its base std came from (``ParamRecord.init_source``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import HptError
+from .plan import ParamRecord, Plan
+from .roles import fan_axes
+
+EQUAL = 0.10  # stds within 10% count as equal
+DISTINCT = 1.3  # a law must predict at least this ratio for an equal pair to rule it out
+
+LAWS: dict[str, Callable[[float, float], float]] = {
+    "fan_in": lambda fan_in, fan_out: fan_in**-0.5,
+    "fan_out": lambda fan_in, fan_out: fan_out**-0.5,
+    "fan_avg": lambda fan_in, fan_out: (fan_in + fan_out) ** -0.5,
+}
+
+
+class InitError(HptError, ValueError):
+    """The base init std of some weights cannot be told from a meta base; names them and what to pass."""
+
+
+@dataclass
+class Weight:
+    """One weight's measured std with its fan-in / fan-out in the model and in the base."""
+
+    name: str
+    std: float
+    fans: tuple[float, float]
+    base_fans: tuple[float, float]
+
+
+def fans(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(fan_in, fan_out) of a >= 2-d weight owned by ``module`` (receptive field included)."""
+    out_axis, in_axis = fan_axes(module)
+    field = math.prod(s for i, s in enumerate(shape) if i not in (out_axis, in_axis))
+    return float(shape[in_axis] * field), float(shape[out_axis] * field)
+
+
+def is_pytorch_default(module: nn.Module, leaf: str, param: torch.Tensor) -> bool:
+    """Whether a Linear/Conv weight or bias is exactly PyTorch's default: uniform on +-1/sqrt(fan_in).
+
+    The maximum of n uniform draws lies within a factor (1 - 12/n) of the bound with probability 1 - e^-12, and
+    any normal init exceeds a bound near its std within a few draws, so the test does not confuse the two.
+    """
+    if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or leaf not in ("weight", "bias"):
+        return False
+    weight = module.weight
+    fan_in = weight.shape[1] * math.prod(weight.shape[2:])
+    bound = 1.0 / math.sqrt(fan_in)
+    values = param.detach().float().flatten()
+    values = values[values != 0]  # rows zeroed on purpose (a zero-init query) keep the rest default
+    if values.numel() < 2:
+        return False
+    largest = float(values.abs().max())
+    std = float(values.pow(2).mean().sqrt())
+    return (largest <= bound * (1 + 1e-6) and largest >= bound * (1 - 12.0 / values.numel())
+            and abs(std * math.sqrt(3.0) / bound - 1) < 0.1 + 3.0 / math.sqrt(values.numel()))
+
+
+def infer_law(weights: list[Weight]) -> str | None:
+    """The custom init law shared by ``weights``: "constant", a key of LAWS, or None when ambiguous."""
+    ruled_out = set()
+    for a, b in itertools.combinations(weights, 2):
+        if abs(a.std / b.std - 1) > EQUAL:
+            continue
+        for name, law in LAWS.items():
+            ratio = law(*a.fans) / law(*b.fans)
+            if max(ratio, 1 / ratio) >= DISTINCT:
+                ruled_out.add(name)
+    if ruled_out == set(LAWS):
+        return "constant"
+    fitting = []
+    for name, law in LAWS.items():
+        constants = [w.std / law(*w.fans) for w in weights]
+        spread_fans = max(law(*w.fans) for w in weights) / min(law(*w.fans) for w in weights)
+        if max(constants) / min(constants) <= 1 + EQUAL and spread_fans >= DISTINCT:
+            fitting.append(name)
+    return fitting[0] if len(fitting) == 1 else None
+
+
+@torch.no_grad()
+def initialize(root: nn.Module, plan: Plan, base: object, base_params: dict[str, torch.Tensor],
+               base_name: Callable[[str], str | None], family: dict | None, rescale: bool) -> None:
+    """Re-scale (or redraw, for ``init=<sigma>``) every parameter of ``root`` as the plan says; fills
+    ``ParamRecord.init_source``. Decides everything first and changes nothing when it raises InitError."""
+    from . import nn as hnn
+
+    modules = dict(root.named_modules())
+    params = dict(root.named_parameters())
+    family = family or {}
+    if plan.init == "keep" or (plan.init == "rescale" and not rescale):
+        for rec in plan.params.values():
+            rec.init_source = "kept: the model's own values" + ("" if plan.init == "keep" else " (the scheme keeps SP init)")
+        return
+    if not isinstance(plan.init, str):
+        for name, rec in plan.params.items():
+            owner_name, _, leaf = name.rpartition(".")
+            _sigma_init(params[name], rec, modules[owner_name], leaf, float(plan.init), hnn)
+            rec.init_source = f"init={plan.init:g} (redrawn by role)"
+        return
+    # A bias keeps its base shape while its default std follows the weight's fan-in, so "at base shape" is
+    # decided per owner module, over all of its parameters (aliases included).
+    at_base_shape: dict[str, bool] = {}
+    for rec in plan.params.values():
+        for alias in [rec.name, *rec.aliases]:
+            owner = alias.rpartition(".")[0]
+            at_base_shape[owner] = at_base_shape.get(owner, True) and rec.shape == rec.base_shape
+    ratios: dict[str, float] = {}
+    custom: dict[str, Weight] = {}
+    loaded: list[str] = []
+    for name, rec in plan.params.items():
+        param = params[name]
+        owner_name, _, leaf = name.rpartition(".")
+        owner = modules[owner_name]
+        current = float(param.float().std()) if param.numel() > 1 else 0.0
+        if at_base_shape.get(owner_name, True):
+            rec.init_source = "the model's own init (its module is at base shape)"
+        elif current == 0.0:
+            rec.init_source = "constant init (zeros, ones): width-independent"
+        elif (base_param := base_params.get(base_name(name) or name)) is not None and not base_param.is_meta:
+            base_std = float(base_param.float().std()) if base_param.numel() > 1 else 0.0
+            ratios[name] = base_std * rec.init_std / current if base_std else 1.0
+            rec.init_source = f"measured on the base (std {base_std:.4g})"
+        elif name in family:
+            known = family[name]
+            if abs(current / known.model - 1) > 0.2 + 4.0 / math.sqrt(param.numel()):
+                loaded.append(f"{name} (std {current:.4g}, the family's init gives {known.model:.4g})")
+            ratios[name] = known.base * rec.init_std / current
+            rec.init_source = f"{known.source}: base std {known.base:.4g}"
+        elif is_pytorch_default(owner, leaf, param):
+            weight_rec = plan.params.get(f"{owner_name}.weight" if owner_name else "weight")
+            fan_in_mult = weight_rec.fan_in_mult if weight_rec is not None else 1.0
+            ratios[name] = math.sqrt(fan_in_mult) * rec.init_std
+            rec.init_source = "PyTorch default (uniform +-1/sqrt(fan_in), recognised): base std x sqrt(m_in)"
+        elif isinstance(owner, (nn.Embedding, nn.EmbeddingBag)) and abs(current - 1) < 0.1:
+            ratios[name] = rec.init_std
+            rec.init_source = "PyTorch default embedding N(0, 1): width-independent"
+        elif param.dim() >= 2:
+            custom[name] = Weight(name, current, fans(owner, rec.shape), fans(owner, rec.base_shape))
+        else:  # a non-zero custom vector (bias, gain): follows its owner's weight's law below
+            custom[name] = Weight(name, current, (1.0, 1.0), (1.0, 1.0))
+    if loaded:
+        raise InitError(
+            f"init='rescale' expects the family's fresh init, but {len(loaded)} weight(s) differ from it: "
+            f"{'; '.join(loaded[:3])}{' ...' if len(loaded) > 3 else ''}. For pretrained or already-trained "
+            "weights pass init='keep'; to redraw, pass init=<sigma> or a real (non-meta) base.")
+    if custom:
+        _custom_ratios(plan, custom, ratios, root)
+    for name, ratio in ratios.items():
+        if abs(ratio - 1.0) > 1e-12:
+            params[name].mul_(ratio)
+
+
+def _custom_ratios(plan: Plan, custom: dict[str, Weight], ratios: dict[str, float], root: nn.Module) -> None:
+    matrices = [w for w in custom.values() if w.fans != (1.0, 1.0)]
+    law = infer_law(matrices) if len(matrices) >= 2 else None
+    moving = [w.name for w in custom.values() if _moves(w, plan.params[w.name])]
+    if law is None and moving:
+        raise InitError(
+            f"init: {len(moving)} weight(s) have a custom init ({', '.join(moving[:4])}"
+            f"{' ...' if len(moving) > 4 else ''}) and with a meta base hptransfer cannot tell whether their std "
+            "is a constant (like N(0, 0.02)) or shrinks with width (like N(0, 1/fan_in)): the weights do not "
+            "rule out either. Pass a real base (it is small: build it on the CPU instead of the meta device), "
+            "or init=<sigma> to redraw every weight with std sigma x the rule's factor, or init='keep'.")
+    law_fn = LAWS.get(law or "", lambda fan_in, fan_out: 1.0)
+    for w in custom.values():
+        rec = plan.params[w.name]
+        if w.fans == (1.0, 1.0):  # vector: its owner's weight decides, else width-independent
+            owner_weight = w.name.rpartition(".")[0] + ".weight"
+            ratios[w.name] = ratios.get(owner_weight, rec.init_std)
+            rec.init_source = f"custom init of a vector: follows {owner_weight}" if owner_weight in ratios else \
+                "custom init of a vector: width-independent"
+            continue
+        base_std = w.std * law_fn(*w.base_fans) / law_fn(*w.fans)
+        ratios[w.name] = base_std * rec.init_std / w.std
+        rec.init_source = (f"custom init, law '{law}' inferred from the model's weights: base std {base_std:.4g}"
+                           if law else "custom init at a width-independent shape")
+
+
+def _moves(weight: Weight, rec: ParamRecord) -> bool:
+    """Whether some candidate law would give this weight a different base std than its own."""
+    if weight.fans == (1.0, 1.0):
+        return False
+    return any(abs(law(*weight.base_fans) / law(*weight.fans) - 1) > 1e-9 for law in LAWS.values())
+
+
+def _sigma_init(param: torch.Tensor, rec: ParamRecord, owner: nn.Module, leaf: str, sigma: float, hnn) -> None:  # type: ignore[no-untyped-def]
+    """Re-initialize by role with global std sigma: weights N(0, (sigma * init factor)^2), biases 0."""
+    if isinstance(owner, hnn.Readout) and owner.zero_init:
+        param.zero_()
+    elif param.dim() >= 2 or isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
+        param.normal_(0.0, sigma * rec.init_std)
+    elif leaf == "bias":
+        param.zero_()
+    elif param.numel() > 1 and float(param.float().std()) > 0:
+        param.normal_(0.0, sigma * rec.init_std)
