@@ -8,6 +8,7 @@ trained at every width).
     python bench/width_transfer.py                       # CPU small settings (about 14 min on 2 cores)
     python bench/width_transfer.py --widths 256 512 1024 2048 --steps 2000     # e.g. on a GPU
     python bench/width_transfer.py --grad-clip 0.0625 --tag clip0.0625   # the clip threshold of BENCHMARKS.md 1
+    python bench/width_transfer.py --family hf_llama --tag hf_llama   # a transformers Llama, HF's own init
     python bench/width_transfer.py --smoke               # seconds; used by the tests
 """
 
@@ -29,6 +30,9 @@ from sweeps import add_sweep_arguments, sweep_settings, sweep_sizes
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default="gpt", choices=["gpt", "hf_llama"],
+                        help="gpt: hptransfer's reference GPT (zero-init readout and query); hf_llama: a "
+                             "transformers LlamaForCausalLM with its own N(0, 0.02) init, parametrized through its adapter")
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--schemes", nargs="+", default=["sp", "mup"])
     parser.add_argument("--seeds", type=int, default=2)
@@ -44,9 +48,10 @@ def main() -> None:
     if args.smoke:
         args.widths, args.seeds, args.steps, args.batch, args.seq, args.bounds = [32, 64, 128], 1, 5, 4, 16, [-7.5, -7]
     data = load_data(SimpleNamespace(kind="text", path=None, val_fraction=0.1))
-    options = {"vocab_size": data.vocab_size, "n_head": 4, "block_size": args.seq,
-               "zero_init_readout": True, "zero_init_query": True}
-    spec = ModelSpec("gpt", max(args.widths), 2, min(args.widths), 2, options)
+    options = {"vocab_size": data.vocab_size, "n_head": 4, "block_size": args.seq}
+    if args.family == "gpt":
+        options.update(zero_init_readout=True, zero_init_query=True)
+    spec = ModelSpec(args.family, max(args.widths), 2, min(args.widths), 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
                              eval_batches=8 if not args.smoke else 1, grad_clip=args.grad_clip)
     started = time.perf_counter()
@@ -61,7 +66,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = "width_transfer" + ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = write_result(name, device, {"widths": args.widths, "seeds": args.seeds, "steps": args.steps,
+    path = write_result(name, device, {"family": args.family, "widths": args.widths, "seeds": args.seeds, "steps": args.steps,
                                        "batch": args.batch, "seq": args.seq, "grad_clip": args.grad_clip,
                                        "sweep": sweep_settings(args),
                                        "seconds": time.perf_counter() - started, "results": results})

@@ -3,8 +3,9 @@
 For each size (width or depth), seed and step, records a statistic of chosen modules' outputs on a fixed
 probe batch, and of their change since initialization (the feature update mu-P keeps order one), then fits
 the slope of log2(stat) against log2(size). Flat means transfer-ready (RULES.md "Checks that prove it":
-|slope| <= 0.15); the logits and attention logits at initialization may shrink like size^-1/2 under mu-P
-(TP5 App. D.2) and are judged by that rule instead.
+|slope| <= 0.15); the readout's logits and the attention logits hold a part that shrinks like width^-1/2
+under mu-P (their init, TP5 App. D.2) beside an order-one update, so on the width axis they may shrink down
+to slope -1/2 at every step but never grow (see Thresholds).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from . import nn as hnn
 from .errors import HptError
 from .optim import param_groups
+from .outputs import output_logits
 from .parametrize import get_plan, unwrap
 from .shapes import as_globs, index_pattern, match_any
 
@@ -51,8 +53,14 @@ class Thresholds:
 
     Attributes:
         flat: max |slope| of a quantity mu-P keeps order one.
-        init_logit_low: lowest slope allowed for the readout's logits at step 0: without zero init they are
-            a Gaussian process of variance ~1/width (TP5 App. D.2), slope -1/2.
+        init_logit_low: lowest slope allowed for the readout's logits, and for their change since init, at
+            *every* step. At step 0, without zero init, they are a Gaussian process of variance ~1/width (TP5
+            App. D.2), slope -1/2. After t steps they are W_0 h_t / m + dW h_t / m: the first part keeps
+            shrinking like m^-1/2 (W_0 has the base's std, h_t moves by order one), the second is order one.
+            Their sum, and its change since init (which holds W_0 dh / m), slide from slope -1/2 toward 0 -
+            slowly at small learning rates (measured on HF Llama, widths 64..512, Adam 1e-3: -0.37, -0.25,
+            -0.18 at steps 1..3). Growth is what a broken readout does (no 1/m multiplier: about +0.5 at init
+            and +1 after updates), so the upper bound stays ``flat``.
         attn_logit_low: lowest slope allowed for attention logits at *every* step. At init the same -1/2
             applies; after a few steps their update approaches its limit from below until width is much
             larger than the tokens seen (gradients of attention are token-specific): for the reference GPT
@@ -322,9 +330,10 @@ def _to(value: Any, device: torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
-def default_loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the last dimension (works for (B, C) and (B, T, C) logits)."""
-    return F.cross_entropy(output.reshape(-1, output.shape[-1]).float(), targets.reshape(-1))
+def default_loss(output: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the last dimension (works for (B, C) and (B, T, C) logits, and ModelOutputs)."""
+    logits = output_logits(output)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 def coord_check(
@@ -395,6 +404,13 @@ def coord_check(
     signatures: dict[int, tuple] = {}
     bar = tqdm(total=len(distinct) * seeds, desc=f"coord check ({axis})", disable=not progress if progress
                is not None else None, leave=False)
+    cache: dict[str, dict[str, str]] = {}
+
+    def largest_modules() -> dict[str, str]:
+        if "largest" not in cache:
+            cache["largest"] = _modules_of_largest(build, distinct, modules, axis)
+        return cache["largest"]
+
     for seed in range(seeds):
         for size in distinct:
             torch.manual_seed(seed)
@@ -404,7 +420,10 @@ def coord_check(
             plan = get_plan(root)
             readouts |= {m.name for m in plan.modules if m.kind == "readout"} if plan else set()
             result.depth_alpha = plan.depth_alpha if plan else None
-            chosen = _choose_modules(root, modules, axis)
+            for note in plan.notes if plan else []:
+                if note not in result.notes:
+                    result.notes.append(note)
+            chosen = _choose_modules(root, modules, axis, largest_modules)
             groups = param_groups(model, lr=lr, optimizer=optimizer, **(group_kwargs or {}))
             opt = OPTIMIZERS[optimizer](groups)
             batches = _batches(data)
@@ -447,6 +466,14 @@ def coord_check(
                               f"build must construct a model of the given {axis}")
     _pool_depth(result, axis)
     result.slopes = _fit_slopes(result, readouts)
+    shrinking = [f for f in result.failures if f.module == _label(":last") and f.slope < 0]
+    if axis == "depth" and shrinking and (result.depth_alpha or 0) > 0.5:
+        result.notes.append(
+            f"the residual stream shrinks with depth (slope {shrinking[0].slope:+.2f} at step {shrinking[0].step}): "
+            f"with branches scaled by L^-{result.depth_alpha:g} the input part has to carry the stream, and it is "
+            "too small next to the branches. Raise the input multiplier, parametrize(..., multipliers={'input': "
+            "...}), until the embedding's rms is order one (e.g. 20 for an N(0, 0.02) embedding); the plan's "
+            "notes give the value for adapter families.")
     if axis == "width" and min(distinct) < 4 * tokens * steps:
         result.notes.append(
             f"the smallest width ({min(distinct)}) is not much larger than tokens per batch x steps "
@@ -455,9 +482,27 @@ def coord_check(
     return result
 
 
-def _choose_modules(root: nn.Module, globs: str | Sequence[str] | None, axis: str) -> dict[str, str]:
+def _modules_of_largest(build: Callable[[int], nn.Module], sizes: list[int], globs: Any,
+                        axis: str) -> dict[str, str]:
+    """The default modules of the largest model: at the base's own width a plan cannot tell the readout or
+    the input layers from their shapes, but module names are the same at every width."""
+    if axis != "width":
+        return {}
+    state = torch.random.get_rng_state()
+    try:
+        largest = build(max(sizes))
+    finally:
+        torch.random.set_rng_state(state)
+    return _default_modules(unwrap(largest), axis)
+
+
+def _choose_modules(root: nn.Module, globs: str | Sequence[str] | None, axis: str,
+                    fallback: Callable[[], dict[str, str]] | None = None) -> dict[str, str]:
     if globs is None:
         chosen = _default_modules(root, axis)
+        names = dict(root.named_modules())
+        if fallback is not None and axis == "width" and not any(v == "readout_in" for v in chosen.values()):
+            chosen = {k: v for k, v in fallback().items() if k.split(":")[0] in names} or chosen
         if not chosen:
             raise CoordCheckError("found nothing to record: the model has no plan (call hptransfer.parametrize in "
                                   "build) and no hptransfer.nn attention; pass modules=[...] globs")
@@ -519,7 +564,7 @@ def _fit_slopes(result: CoordCheckResult, readouts: set[str]) -> list[Slope]:
         spread = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed))) * 2 if len(per_seed) > 1 else 0.0
         flat = result.thresholds.flat
         allowed = (-flat, flat)
-        if step == 0 and kind == "out" and module in logit_labels:
+        if module in logit_labels and (step == 0 or result.axis == "width"):
             allowed = (result.thresholds.init_logit_low, flat)
         if module.endswith("(attn logits)"):
             allowed = (result.thresholds.attn_logit_low, flat)

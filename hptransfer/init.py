@@ -140,13 +140,13 @@ def initialize(root: nn.Module, plan: Plan, base: object, base_params: dict[str,
         elif (base_param := base_params.get(base_name(name) or name)) is not None and not base_param.is_meta:
             base_std = float(base_param.float().std()) if base_param.numel() > 1 else 0.0
             ratios[name] = base_std * rec.init_std / current if base_std else 1.0
-            rec.init_source = f"measured on the base (std {base_std:.4g})"
+            rec.init_source = "measured on the (real) base"
         elif name in family:
             known = family[name]
             if abs(current / known.model - 1) > 0.2 + 4.0 / math.sqrt(param.numel()):
                 loaded.append(f"{name} (std {current:.4g}, the family's init gives {known.model:.4g})")
             ratios[name] = known.base * rec.init_std / current
-            rec.init_source = f"{known.source}: base std {known.base:.4g}"
+            rec.init_source = known.source
         elif is_pytorch_default(owner, leaf, param):
             weight_rec = plan.params.get(f"{owner_name}.weight" if owner_name else "weight")
             fan_in_mult = weight_rec.fan_in_mult if weight_rec is not None else 1.0
@@ -193,7 +193,7 @@ def _custom_ratios(plan: Plan, custom: dict[str, Weight], ratios: dict[str, floa
             continue
         base_std = w.std * law_fn(*w.base_fans) / law_fn(*w.fans)
         ratios[w.name] = base_std * rec.init_std / w.std
-        rec.init_source = (f"custom init, law '{law}' inferred from the model's weights: base std {base_std:.4g}"
+        rec.init_source = (f"custom init, law '{law}' inferred from the model's weights"
                            if law else "custom init at a width-independent shape")
 
 

@@ -27,6 +27,7 @@ from .data.datasets import Classification, TokenStream
 from .errors import HptError
 from .models.registry import ModelSpec
 from .optim import param_groups
+from .outputs import output_logits
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -106,8 +107,9 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_frac: float
     raise TrainError(f"train.schedule={schedule!r}: choose cosine, linear or constant")
 
 
-def _loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(output.reshape(-1, output.shape[-1]).float(), targets.reshape(-1))
+def _loss(output: Any, targets: torch.Tensor) -> torch.Tensor:
+    logits = output_logits(output)  # tensors, and transformers' ModelOutputs
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 def _distributed() -> tuple[int, int]:

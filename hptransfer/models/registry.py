@@ -35,8 +35,22 @@ def _resnet(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
     return ResNet(width, depth, in_channels=opts.pop("d_in", 1), n_classes=opts.pop("d_out", 10), **opts)
 
 
+def _hf_llama(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
+    """A transformers Llama built from a config (needs the [hf] extra): 4 heads, 2 KV heads, MLP 2 x width."""
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as err:
+        raise UnknownModelError("model family 'hf_llama' needs transformers: pip install 'hptransfer[hf]'") from err
+    opts = dict(opts)
+    config = LlamaConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=depth,
+                         num_attention_heads=opts.pop("n_head", 4), num_key_value_heads=opts.pop("n_kv_head", 2),
+                         vocab_size=opts.pop("vocab_size"), max_position_embeddings=opts.pop("block_size", 64),
+                         attn_implementation=opts.pop("attn_implementation", "sdpa"), **opts)
+    return LlamaForCausalLM(config)
+
+
 FAMILIES: dict[str, Callable[[int, int, dict[str, Any]], nn.Module]] = {
-    "gpt": _gpt, "resmlp": _resmlp, "mlp": _mlp, "resnet": _resnet,
+    "gpt": _gpt, "resmlp": _resmlp, "mlp": _mlp, "resnet": _resnet, "hf_llama": _hf_llama,
 }
 
 
