@@ -5,8 +5,9 @@ base's head dim d0), i.e. the model's own ``1/sqrt(d)`` times ``attn * sqrt(d0 /
 
 - attention modules whose scale is a float attribute (``transformers``' ``scaling``, or one the user names):
   the attribute is multiplied once, so every attention implementation that reads it gets the new scale;
-- ``F.scaled_dot_product_attention`` and ``flex_attention`` calls elsewhere: a TorchFunctionMode active during
-  the model's forward rescales their ``scale`` argument;
+- ``F.scaled_dot_product_attention`` calls elsewhere: a TorchFunctionMode active during the model's forward
+  rescales their ``scale`` argument (``flex_attention`` calls cannot be reached that way; they are found and
+  need their scale in an attribute, like hand-written attention);
 - hptransfer.nn.SelfAttention: its own ``logit_scale_factor``.
 
 Hand-written attention (``softmax(q @ k.T * c)``) is none of these. :class:`AttentionProbe` runs one forward
@@ -18,6 +19,7 @@ reach when the scale would have to change, instead of leaving 1/sqrt(d) in place
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,7 +49,12 @@ def mup_factor(attn: float, base_head_dim: int | None, head_dim: int) -> float:
 
 
 class AttentionScaleMode(TorchFunctionMode):
-    """Rescales the ``scale`` of SDPA and flex_attention calls made outside attribute-scaled modules."""
+    """Rescales the ``scale`` of SDPA calls made outside attribute-scaled modules.
+
+    flex_attention is not rescaled here: it runs its operator inside a compiled wrapper even in eager mode, where
+    a mode's change of arguments does not reach it (measured: the output kept the old scale). Its calls are
+    found by the probe and handled like hand-written attention (pass ``scale=self.<attribute>``).
+    """
 
     def __init__(self, scope: "AttentionScope") -> None:
         super().__init__()
@@ -61,11 +68,6 @@ class AttentionScaleMode(TorchFunctionMode):
                 scale = kwargs.get("scale")
                 scale = head_dim**-0.5 if scale is None else scale
                 kwargs = dict(kwargs, scale=scale * self.scope.factor(head_dim))
-            elif _is_flex(func) and len(args) > FLEX_SCALE_ARG:
-                head_dim = args[0].shape[-1]
-                args = tuple(args)
-                args = args[:FLEX_SCALE_ARG] + (args[FLEX_SCALE_ARG] * self.scope.factor(head_dim),) + \
-                    args[FLEX_SCALE_ARG + 1:]
         return func(*args, **kwargs)
 
 
@@ -140,8 +142,10 @@ class AttentionProbe(TorchFunctionMode):
     def run(self, forward: Callable[[], Any]) -> list[AttentionCall]:
         pre = nn.modules.module.register_module_forward_pre_hook(self._push)
         post = nn.modules.module.register_module_forward_hook(self._pop, always_call=True)
+        # flex_attention compiles a wrapper even in eager mode; a probe must not trigger (re)compiles
+        stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
         try:
-            with torch.no_grad(), self:
+            with torch.no_grad(), stance, self:
                 forward()
         finally:
             pre.remove()

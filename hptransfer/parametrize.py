@@ -6,6 +6,7 @@ nothing), then installs the forward multipliers and re-scales the initial weight
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from typing import Any, Mapping, Sequence
@@ -326,12 +327,23 @@ def _base_head_dims(base: Any, args: tuple, kwargs: dict) -> dict[str, int] | No
     """Head dim per attention module pattern, from one forward of the base (meta is fine); None if it cannot run."""
     if not isinstance(base, nn.Module):
         return None
+    device = next(base.parameters()).device
     try:
-        device = next(base.parameters()).device
         calls = probe_attention(base, lambda: base(*_to_device(args, device), **_to_device(kwargs, device)))
-    except Exception as err:  # any op without a meta kernel, data-dependent control flow, ...
-        log.info("could not run the base to read its head dims (%s)", err)
-        return None
+    except Exception as err:  # an op without a meta kernel (flex_attention), data-dependent control flow, ...
+        if device.type != "meta":
+            log.info("could not run the base to read its head dims (%s)", err)
+            return None
+        try:  # the base is small: give it CPU memory with arbitrary values; only the shapes of the calls matter
+            cpu = copy.deepcopy(base).to_empty(device="cpu")
+            with torch.no_grad():
+                for tensor in [*cpu.parameters(), *cpu.buffers()]:
+                    tensor.normal_(0.0, 0.02) if tensor.is_floating_point() else tensor.zero_()
+            calls = probe_attention(cpu, lambda: cpu(*_to_device(args, torch.device("cpu")),
+                                                     **_to_device(kwargs, torch.device("cpu"))))
+        except Exception as err2:
+            log.info("could not run the base to read its head dims (%s; on the CPU: %s)", err, err2)
+            return None
     return {index_pattern(c.module): c.head_dim for c in calls}
 
 
@@ -352,7 +364,7 @@ def verify_attention(root: nn.Module, plan: Plan, scope: AttentionScope | None, 
     at_base = all(r.shape == r.base_shape for r in plan.params.values())
     base_dims: dict[str, int] | None = None
     for call in loose:
-        if call.kind in ("sdpa", "flex") and scope is not None and scope.base_head_dim is not None:
+        if call.kind == "sdpa" and scope is not None and scope.base_head_dim is not None:
             continue
         if base_dims is None:
             base_dims = _base_head_dims(base, args, kwargs) or {}
@@ -365,19 +377,20 @@ def verify_attention(root: nn.Module, plan: Plan, scope: AttentionScope | None, 
                 f"attention ({call.kind}) in {where!r} with head dim {call.head_dim}: hptransfer cannot tell the "
                 "base's head dim, so it cannot set mu-P's 1/d logit scale. Pass base_head_dim=<the base's head "
                 "dim>, or the base as a model that runs on the meta device.")
-        if call.kind in ("sdpa", "flex") and scope is not None:
+        if call.kind == "sdpa" and scope is not None:
             scope.base_head_dim = base_dim
             plan.base_head_dim = base_dim
             continue
         factor = mup_factor(plan.multipliers["attn"], base_dim, call.head_dim)
         if abs(factor - 1.0) > 1e-9:
+            what = "flex_attention" if call.kind == "flex" else "hand-written (softmax over q @ k^T)"
             raise AttentionError(
-                f"attention in {where!r} is hand-written (softmax over q @ k^T, head dim {call.head_dim}, base "
-                f"{base_dim}) and hptransfer cannot reach its scale: under {plan.scheme!r} its logits must be "
+                f"attention in {where!r} is {what}, head dim {call.head_dim}, base "
+                f"{base_dim}, and hptransfer cannot reach its scale: under {plan.scheme!r} its logits must be "
                 f"multiplied by {factor:.4g} (mu-P's sqrt(d0)/d instead of 1/sqrt(d)). Fix it one of three ways: "
                 "compute it with F.scaled_dot_product_attention (rescaled automatically); keep the scale in a float "
-                "attribute your forward multiplies q @ k^T by and pass attention={'<glob of the module>': "
-                "'<attribute>'}; or use hptransfer.nn.SelfAttention.")
+                "attribute your forward multiplies q @ k^T by (or passes as flex_attention(..., scale=self.scale)) "
+                "and pass attention={'<glob of the module>': '<attribute>'}; or use hptransfer.nn.SelfAttention.")
 
 
 class _FirstForwardCheck:
