@@ -125,9 +125,11 @@ def build_plan(
     branch_globs = as_globs(branches) or (structure.branches or [])
     branch_names = find_branches(root, branch_globs)
     if rules.uses_depth and not branch_names:
-        note = f" ({structure.adapter}: {structure.branch_note})" if structure.branch_note else ""
+        if structure.branch_note:
+            raise BranchError(f"scheme {rules.name!r} scales residual branches with depth, and {structure.adapter} "
+                              f"has none: {structure.branch_note}")
         raise BranchError(
-            f"scheme {rules.name!r} scales residual branches with depth but none were found{note}: pass "
+            f"scheme {rules.name!r} scales residual branches with depth but none were found: pass "
             "branches=['blocks.*.attn', 'blocks.*.mlp'] (globs of the modules whose outputs are added to the "
             "residual stream) or build the blocks with hptransfer.nn.Residual"
         )

@@ -185,3 +185,22 @@ def test_iterable_data_gives_a_new_batch_per_step():
     assert {r["step"] for r in result.records} == {0, 1, 2}
     with pytest.raises(CoordCheckError, match="ran out of batches"):
         coord_check(resmlp_builder("mup"), [64, 128, 256], data=batches, steps=4, seeds=1)
+
+
+@pytest.mark.parametrize("scheme", ["mup", "sp"])
+def test_coord_check_includes_the_base_width_and_sp_without_extra_arguments(scheme):
+    from hptransfer.models import PlainGPT
+
+    def build(width: int):
+        model = PlainGPT(d_model=width, n_layer=1, n_head=4, vocab_size=64, block_size=16)
+        with torch.device("meta"):
+            base = PlainGPT(d_model=32, n_layer=1, n_head=4, vocab_size=64, block_size=16)
+        hpt.parametrize(model, base, scheme)
+        return model
+
+    x = torch.randint(0, 64, (2, 8))
+    result = hpt.coord_check(build, [32, 64, 128, 256], data=(x, x), lr=1e-2, steps=2, seeds=2)
+    # the base-width model (32) has no width dims of its own: the modules come from the largest model
+    assert {s.module for s in result.slopes} >= {"lm_head", "lm_head (input)", "wte", "blocks.0.attn.c_attn"}
+    assert {r["size"] for r in result.records} == {32, 64, 128, 256}
+    assert result.ok == (scheme == "mup")
