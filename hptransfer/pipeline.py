@@ -21,7 +21,7 @@ from .coord import CoordCheckResult, coord_check
 from .data import load_data
 from .data.datasets import Classification, TokenStream
 from .errors import HptError
-from .models.registry import ModelSpec, UnknownModelError, resolve_family
+from .models.registry import LANGUAGE_MODELS, ModelSpec, UnknownModelError, resolve_family
 from .report import plot_curve, plot_lr_sweep, write_report
 from .rules import SCHEMES
 from .train import HParams, OptimSettings, TrainResult, TrainSettings, train
@@ -81,12 +81,12 @@ def prepare(cfg: DictConfig) -> Context:
         raise PipelineError(f"proxy sizes {too_big} exceed the target's {cfg.proxy.axis} ({target_size}); a proxy "
                             "must be smaller than the target")
     data = load_data(cfg.data)
-    if model.family == "gpt" and data.task != "lm":
+    if model.family in LANGUAGE_MODELS and data.task != "lm":
         raise PipelineError("model=gpt needs a token dataset (data=text or data=tokens)")
     if model.family in ("resmlp", "mlp", "resnet") and data.task != "classification":
         raise PipelineError(f"model={model.family} needs a classification dataset (data=synthetic or data=digits)")
     options = {**OmegaConf.to_container(model.options, resolve=True), **data.model_options}
-    if model.family == "gpt" and cfg.train.seq_len > options.get("block_size", 64):
+    if model.family in LANGUAGE_MODELS and cfg.train.seq_len > options.get("block_size", 64):
         raise PipelineError(f"train.seq_len={cfg.train.seq_len} exceeds model.options.block_size="
                             f"{options.get('block_size', 64)}")
     spec = ModelSpec(model.family, model.width, model.depth, model.base_width, model.base_depth, options,

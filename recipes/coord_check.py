@@ -26,6 +26,7 @@ from hptransfer.config import register_configs
 from hptransfer.data import gaussian_mixture, text_batch
 from hptransfer.loggers import start_wandb
 from hptransfer.models import ModelSpec
+from hptransfer.models.registry import LANGUAGE_MODELS
 
 log = logging.getLogger("coord_check")
 register_configs()
@@ -33,7 +34,7 @@ register_configs()
 
 def probe_data(cfg: DictConfig) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
     """The probe batch and the model options it implies (vocabulary size for language models)."""
-    if cfg.model.family == "gpt":
+    if cfg.model.family in LANGUAGE_MODELS:
         inputs, targets, vocab = text_batch(cfg.batch_size, cfg.seq_len, seed=cfg.data_seed)
         return (inputs, targets), {"vocab_size": vocab}
     options = cfg.model.options

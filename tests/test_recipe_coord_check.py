@@ -91,3 +91,14 @@ def test_unknown_model_family(tmp_path):
     proc = run(["model.family=transformerxl", f"hydra.run.dir={out}"], tmp_path)
     assert proc.returncode != 0
     assert "unknown model family 'transformerxl'" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme, code", [("mup", 0), ("sp", 1)])
+def test_transformers_llama_through_the_recipe(tmp_path, scheme, code):
+    pytest.importorskip("transformers", reason="the [hf] extra (transformers) is not installed")
+    out = tmp_path / "run"
+    proc = run(["model=hf_llama", f"scheme={scheme}", "sizes=[64,128,256,512]", "model.base_width=64",
+                "lr=0.001", "fast=true", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert ("PASS" if code == 0 else "FAIL") in (out / "summary.md").read_text()

@@ -49,6 +49,8 @@ def _hf_llama(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
     return LlamaForCausalLM(config)
 
 
+LANGUAGE_MODELS = frozenset({"gpt", "hf_llama"})  # families that take token ids (vocab_size, block_size)
+
 FAMILIES: dict[str, Callable[[int, int, dict[str, Any]], nn.Module]] = {
     "gpt": _gpt, "resmlp": _resmlp, "mlp": _mlp, "resnet": _resnet, "hf_llama": _hf_llama,
 }
