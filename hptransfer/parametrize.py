@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 PLAN_ATTR = "_hpt_plan"
 HOOKS_ATTR = "_hpt_hooks"
 ORIGINALS_ATTR = "_hpt_attention_originals"
+# Embedding rms advised for depth transfer at alpha > 1/2: measured on HF Llama (depths 2..16, CompleteP),
+# 0.02 x 20 = 0.4 passes the depth check where 0.02 fails.
+DEPTH_EMBEDDING_RMS = 0.4
 MULTIPLIER_NAMES = ("output", "input", "attn", "branch")
 
 
@@ -186,8 +189,13 @@ def build_plan(
     for name in branch_names:
         factor = mults["branch"] * rules.depth_factor("branch_multiplier", depth_mult)
         plan.modules.append(ModuleRecord(name, "branch", factor))
-    if rules.uses_depth and rules.depth_alpha > 0.5:
-        plan.notes += [n for n in structure.notes if "depth" in n and mults["input"] == 1.0]
+    embedding_rms = structure.input_std * mults["input"] if structure.input_std else None
+    if rules.uses_depth and rules.depth_alpha > 0.5 and embedding_rms is not None and embedding_rms < 0.1:
+        plan.notes.append(
+            f"the embeddings start at std {structure.input_std:g} x input multiplier {mults['input']:g}; with "
+            f"branches scaled by L^-{rules.depth_alpha:g} the embedding has to carry the residual stream and is too "
+            f"small next to the branches (the stream then shrinks with depth): pass multipliers={{'input': "
+            f"{round(DEPTH_EMBEDDING_RMS / structure.input_std):d}}} (embedding rms about {DEPTH_EMBEDDING_RMS:g})")
     return plan
 
 

@@ -57,7 +57,8 @@ class Structure:
         attention: attention modules with a scale attribute.
         init: the family's init std of each parameter it initializes with a random normal.
         example_inputs: builds a small input batch for a probe forward (None: not known).
-        notes: advice for the user, copied into the Plan.
+        input_std: the family's init std of its embeddings (None: not known); the depth schemes with
+            alpha > 1/2 need the embedding to carry the residual stream, and parametrize() advises from it.
     """
 
     adapter: str
@@ -68,7 +69,7 @@ class Structure:
     attention: list[AttentionSite] = field(default_factory=list)
     init: dict[str, InitStd] = field(default_factory=dict)
     example_inputs: Callable[[], Any] | None = None
-    notes: list[str] = field(default_factory=list)
+    input_std: float | None = None
 
 
 class Adapter:

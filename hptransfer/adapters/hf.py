@@ -122,12 +122,7 @@ class TransformersAdapter(Adapter):
             structure.branch_note = self.family.branch_note
         structure.init = self._init_stds(model, base, shapes, layers)
         input_std = getattr(model.config, "initializer_range", None)
-        if input_std:
-            structure.notes.append(
-                f"embeddings start at std initializer_range={input_std:g}; under a depth scheme with alpha > 1/2 "
-                "(completep) the residual stream is carried by the embedding only if it is not small next to "
-                f"the branches: pass multipliers={{'input': {round(0.4 / input_std):d}}} (embedding rms about 0.4) "
-                "for depth transfer; at alpha = 1/2 or for width alone the family's default is fine")
+        structure.input_std = float(input_std) if isinstance(input_std, (int, float)) and input_std > 0 else None
         return structure
 
     def _init_stds(self, model: nn.Module, base: Any, shapes: BaseShapes, layers: list[str]) -> dict[str, InitStd]:
