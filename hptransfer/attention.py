@@ -79,6 +79,7 @@ class AttentionScope:
         self.attn = attn
         self.base_head_dim = base_head_dim
         self.inside = 0
+        self.handles: list[Any] = []  # the hooks that run it (parametrize removes them when nothing needs them)
         self._active: list[AttentionScaleMode] = []
 
     def factor(self, head_dim: int) -> float:

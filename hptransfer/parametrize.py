@@ -294,13 +294,22 @@ def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules:
     scope = None
     if any(m.kind == "attention" and m.attribute is None for m in plan.modules) and not native:
         scope = AttentionScope(plan.multipliers["attn"], plan.base_head_dim if rules.width_attention else None)
-        handles.append(root.register_forward_pre_hook(scope.enter))
-        handles.append(root.register_forward_hook(scope.exit, always_call=True))
+        scope.handles.append(root.register_forward_pre_hook(scope.enter))
+        scope.handles.append(root.register_forward_hook(scope.exit, always_call=True))
         covered = [rec.name for rec in plan.modules if rec.kind == "attention" and rec.attribute is not None]
         for name in covered:  # their calls already carry the new scale: the mode must not scale them again
-            handles.append(modules[name].register_forward_pre_hook(scope.enter_covered))
-            handles.append(modules[name].register_forward_hook(scope.exit_covered, always_call=True))
+            scope.handles.append(modules[name].register_forward_pre_hook(scope.enter_covered))
+            scope.handles.append(modules[name].register_forward_hook(scope.exit_covered, always_call=True))
+        handles += scope.handles
     return handles, scope
+
+
+def _drop_scope(plan: Plan, scope: AttentionScope) -> None:
+    """Remove the SDPA interception when the probe found no SDPA call that needs it (no per-forward cost)."""
+    for handle in scope.handles:
+        handle.remove()
+    scope.handles.clear()
+    plan.modules = [m for m in plan.modules if not (m.kind == "attention" and m.attribute is None)]
 
 
 def _native_base_head_dim(layer: hnn.SelfAttention, modules: dict[str, nn.Module],
@@ -358,8 +367,9 @@ def _base_head_dims(base: Any, args: tuple, kwargs: dict) -> dict[str, int] | No
 
 
 def verify_attention(root: nn.Module, plan: Plan, scope: AttentionScope | None, base: Any, args: tuple,
-                     kwargs: dict) -> None:
-    """Run one probe forward and refuse attention that needs a new scale hptransfer cannot give it.
+                     kwargs: dict) -> bool:
+    """Run one probe forward and refuse attention that needs a new scale hptransfer cannot give it; returns
+    whether any SDPA call needs the interception.
 
     Calls inside attribute-scaled modules and hptransfer.nn.SelfAttention are reached; SDPA and flex calls
     elsewhere are reached through the scope once the base's head dim is known (read from the base when it runs,
@@ -370,7 +380,7 @@ def verify_attention(root: nn.Module, plan: Plan, scope: AttentionScope | None, 
     calls = probe_attention(root, lambda: root(*args, **kwargs))
     loose = [c for c in calls if not (covered and inside(c.module, covered))]
     if not loose:
-        return
+        return False
     at_base = all(r.shape == r.base_shape for r in plan.params.values())
     base_dims: dict[str, int] | None = None
     for call in loose:
@@ -401,6 +411,7 @@ def verify_attention(root: nn.Module, plan: Plan, scope: AttentionScope | None, 
                 "compute it with F.scaled_dot_product_attention (rescaled automatically); keep the scale in a float "
                 "attribute your forward multiplies q @ k^T by (or passes as flex_attention(..., scale=self.scale)) "
                 "and pass attention={'<glob of the module>': '<attribute>'}; or use hptransfer.nn.SelfAttention.")
+    return any(c.kind == "sdpa" for c in loose)
 
 
 class _FirstForwardCheck:
@@ -496,7 +507,8 @@ def parametrize(
             if example_inputs is None and structure is not None and structure.example_inputs is not None:
                 example_inputs = structure.example_inputs()
             if example_inputs is not None:
-                verify_attention(root, plan, scope, base, *_as_args(example_inputs))
+                if not verify_attention(root, plan, scope, base, *_as_args(example_inputs)) and scope is not None:
+                    _drop_scope(plan, scope)
             else:
                 check = _FirstForwardCheck(plan, scope, base)
                 check.handle = root.register_forward_pre_hook(check, with_kwargs=True)

@@ -145,3 +145,23 @@ def test_attention_option_errors_name_the_problem():
         hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup", attention={"nope.*": "scale"})
     with pytest.raises(hpt.AttentionError, match="no float attribute"):
         hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup", attention={"blocks.*.attn": "nope"})
+
+
+def test_sdpa_in_an_attribute_scaled_module_is_not_scaled_twice():
+    # both blocks call SDPA with scale=self.scale; block 0's attribute is scaled, block 1 is intercepted
+    model = gpt(WIDTH)
+    hpt.parametrize(model, meta(gpt, BASE), "mup", attention={"blocks.0.attn": "scale"}, example_inputs=tokens())
+    calls = probe_attention(model, lambda: model(tokens()))
+    assert [(c.kind, c.module) for c in calls] == [("sdpa", "blocks.0.attn"), ("sdpa", "blocks.1.attn")]
+    assert all(c.scale == pytest.approx(WANT) for c in calls)
+
+
+def test_attribute_and_interception_together_each_scale_once():
+    model = gpt(WIDTH, eager_attention=True)
+    model.blocks[1].attn.eager = False  # block 0 hand-written (attribute), block 1 through SDPA (interception)
+    base = meta(gpt, BASE, eager_attention=True)
+    base.blocks[1].attn.eager = False
+    hpt.parametrize(model, base, "mup", attention={"blocks.0.attn": "scale"}, example_inputs=tokens())
+    calls = probe_attention(model, lambda: model(tokens()))
+    assert [(c.kind, c.module) for c in calls] == [("softmax", "blocks.0.attn"), ("sdpa", "blocks.1.attn")]
+    assert all(c.scale == pytest.approx(WANT) for c in calls)

@@ -81,7 +81,7 @@ class PlainAttention(nn.Module):
             mask = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
             y = logits.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return self.c_proj(y.transpose(1, 2).reshape(batch, seq, width))
 
 
