@@ -203,3 +203,25 @@ def test_a_broken_adapter_fails_the_measurement():
     with torch.no_grad(), measure:
         model(x)
     assert all(abs(s - want) > 0.5 * want for s in measure.scales)  # what the measurement test would catch
+
+
+@pytest.mark.parametrize("name", ["Qwen2", "Qwen3", "Mistral"])
+def test_the_rest_of_the_llama_family(name):
+    import transformers
+
+    def build(width: int):
+        config = getattr(transformers, f"{name}Config")(
+            hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=HEADS,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, attn_implementation="eager",
+            head_dim=width // HEADS)
+        return getattr(transformers, f"{name}ForCausalLM")(config)
+
+    model = build(256)
+    plan = hpt.parametrize(model, meta(build, BASE), "mup")
+    assert plan.adapter == "transformers:llama" and plan.n_branches == 4
+    measure = MeasureLogitScale()
+    with torch.no_grad(), measure:
+        model(torch.randint(0, VOCAB, (1, 8)))
+    assert len(measure.scales) == 2 and all(s == pytest.approx(math.sqrt(16) / 64, rel=1e-4) for s in measure.scales)
+    q = model.model.layers[0].self_attn.q_proj.weight
+    assert float(q.detach().std()) == pytest.approx(0.02 / 2, rel=0.1)
