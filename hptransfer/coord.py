@@ -2,7 +2,7 @@
 
 For each size (width or depth), seed and step, records a statistic of chosen modules' outputs on a fixed
 probe batch, and of their change since initialization (the feature update mu-P keeps order one), then fits
-the slope of log2(stat) against log2(size). Flat means transfer-ready (RULES.md "Checks that prove it":
+the slope of log2(stat) against log2(size). Flat means transfer-ready (docs/rules.md, "Checks":
 |slope| <= 0.15); the readout's logits and the attention logits hold a part that shrinks like width^-1/2
 under mu-P (their init, TP5 App. D.2) beside an order-one update, so on the width axis they may shrink down
 to slope -1/2 at every step but never grow (see Thresholds).
@@ -49,7 +49,7 @@ class CoordCheckError(HptError, ValueError):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Pass rules (RULES.md "Checks that prove it").
+    """Pass rules (docs/rules.md, "Checks").
 
     Attributes:
         flat: max |slope| of a quantity mu-P keeps order one.
@@ -211,7 +211,7 @@ def _default_modules(root: nn.Module, axis: str) -> dict[str, str]:
     """key -> what to record ("out", "readout_in", "attn_logits") for the default module set.
 
     Width: input layers, residual branches and blocks, attention logits, the readout's input and output
-    (and every width-sized layer in a model without residual blocks). Depth: what RULES.md and CompleteP
+    (and every width-sized layer in a model without residual blocks). Depth: what docs/rules.md and CompleteP
     Fig. 7 require to be flat, the final residual stream (output of the last block) and the readout's input
     and output; quantities inside a branch scale with depth by design (TP6, CompleteP), and per-block
     averages only settle as the depth grows, so neither decides the depth verdict (record them with

@@ -1,6 +1,6 @@
 """Initial weights under a scheme: the base's std times the rule's factor, with the base std found, never guessed.
 
-For each parameter the target std is ``base_std * rule.init_std`` (RULES.md "Width rules"). The base std comes,
+For each parameter the target std is ``base_std * rule.init_std`` (docs/rules.md, "Width"). The base std comes,
 in this order, from: the model itself when its module is at base shape; a real (non-meta) base, measured; the
 family's own init (an adapter: ``transformers``' initializer_range); PyTorch's default init, recognised by its
 distribution (uniform on +-1/sqrt(fan_in): exact bounds, not a std with a tolerance); or the model's custom init

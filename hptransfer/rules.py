@@ -3,7 +3,7 @@
 Every factor here multiplies the *base* model's value (init std, learning rate, ...), so a model of the
 base's own shape gets factor 1 everywhere. Width rules are TP5 Table 8 (the form `mup` implements, and the
 one that allows tied embeddings); depth rules are TP6 Table 1 (alpha = 1/2) and CompleteP Table 1 (alpha = 1).
-See ``shared/RULES.md`` for the sources of each entry.
+docs/rules.md gives the sources of each entry.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ DEPTH_EXPONENTS: Mapping[str, DepthExponent] = {
 
 SP_TABLE: Mapping[str, RoleRule] = {role: RoleRule() for role in ROLES}
 
-# TP5 Table 8 with base shapes (RULES.md "Width rules").
+# TP5 Table 8 with base shapes (docs/rules.md, "Width").
 MUP_TABLE: Mapping[str, RoleRule] = {
     "input": RoleRule(sgd_lr=Power(fan_out=1)),
     "vector": RoleRule(sgd_lr=Power(fan_out=1)),
