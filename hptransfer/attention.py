@@ -117,6 +117,7 @@ class AttentionCall:
     module: str
     head_dim: int
     scale: float
+    logits: torch.Tensor | None = None  # scale x q @ k^T before any mask, when the probe keeps them
 
 
 _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm,
@@ -133,12 +134,14 @@ def _activation(t: Any) -> bool:
 class AttentionProbe(TorchFunctionMode):
     """Records attention calls during one forward of ``root`` (see the module docstring)."""
 
-    def __init__(self, root: nn.Module) -> None:
+    def __init__(self, root: nn.Module, keep_logits: bool = False) -> None:
         super().__init__()
+        self.keep_logits = keep_logits
         self.names = {id(m): n for n, m in root.named_modules()}
         self.stack: list[str] = []
         self.calls: list[AttentionCall] = []
         self._qk: dict[int, tuple[torch.Tensor, int, float]] = {}  # id -> (tensor, head dim, scale so far)
+        self._products: dict[int, torch.Tensor] = {}  # id of a derived tensor -> the q @ k^T it came from
 
     def run(self, forward: Callable[[], Any]) -> list[AttentionCall]:
         pre = nn.modules.module.register_module_forward_pre_hook(self._push)
@@ -152,6 +155,7 @@ class AttentionProbe(TorchFunctionMode):
             pre.remove()
             post.remove()
             self._qk.clear()
+            self._products.clear()
         return self.calls
 
     def _push(self, module: nn.Module, args: Any) -> None:
@@ -171,8 +175,9 @@ class AttentionProbe(TorchFunctionMode):
         if func is SDPA:
             scale = kwargs.get("scale")
             head_dim = int(args[0].shape[-1])
-            self.calls.append(AttentionCall("sdpa", self._where(), head_dim,
-                                            head_dim**-0.5 if scale is None else float(scale)))
+            scale = head_dim**-0.5 if scale is None else float(scale)
+            logits = _sdpa_logits(args[0], args[1], scale) if self.keep_logits else None
+            self.calls.append(AttentionCall("sdpa", self._where(), head_dim, scale, logits))
         elif _is_flex(func) and len(args) > FLEX_SCALE_ARG:
             self.calls.append(AttentionCall("flex", self._where(), int(args[0].shape[-1]),
                                             float(args[FLEX_SCALE_ARG])))
@@ -181,7 +186,9 @@ class AttentionProbe(TorchFunctionMode):
         elif func in _SOFTMAX:
             source = self._qk.get(id(args[0])) if args else None
             if source is not None and source[0] is args[0]:
-                self.calls.append(AttentionCall("softmax", self._where(), source[1], source[2]))
+                logits = self._products.get(id(args[0])) if self.keep_logits else None
+                self.calls.append(AttentionCall("softmax", self._where(), source[1], source[2],
+                                                None if logits is None else logits * source[2]))
         elif isinstance(out, torch.Tensor):
             self._propagate(func, args, out)
         return out
@@ -193,11 +200,13 @@ class AttentionProbe(TorchFunctionMode):
             contracted = _einsum_contraction(equation, operands)
             if len(operands) == 2 and all(_activation(t) for t in operands) and contracted:
                 self._qk[id(out)] = (out, contracted, 1.0)
+                self._products[id(out)] = out
             return
         operands = list(args[1:3]) if func is torch.baddbmm else list(args[:2])
         if len(operands) == 2 and all(_activation(t) for t in operands) and isinstance(out, torch.Tensor):
             scale = float(kwargs.get("alpha", 1.0)) if func is torch.baddbmm else 1.0
             self._qk[id(out)] = (out, int(operands[0].shape[-1]), scale)
+            self._products[id(out)] = out / scale if scale != 1.0 else out
 
     def _propagate(self, func: Any, args: tuple, out: torch.Tensor) -> None:
         for arg in args:
@@ -211,7 +220,16 @@ class AttentionProbe(TorchFunctionMode):
             elif numbers and func in _SCALE_DIV:
                 scale /= float(numbers[0])
             self._qk[id(out)] = (out, source[1], scale)
+            if id(arg) in self._products:
+                self._products[id(out)] = self._products[id(arg)]
             return
+
+
+def _sdpa_logits(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale * q @ k^T`` as SDPA forms it, with grouped-query keys repeated to the query heads."""
+    if key.dim() == query.dim() and key.dim() >= 3 and key.shape[-3] != query.shape[-3]:
+        key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)
+    return (query @ key.transpose(-2, -1)) * scale
 
 
 def _einsum_contraction(equation: str, operands: list[torch.Tensor]) -> int:

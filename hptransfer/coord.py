@@ -27,6 +27,7 @@ from torch import nn
 
 from . import nn as hnn
 from .errors import HptError
+from .attention import AttentionProbe
 from .optim import param_groups
 from .outputs import output_logits
 from .parametrize import get_plan, unwrap
@@ -114,6 +115,35 @@ class CoordCheckResult:
     slopes: list[Slope] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     depth_alpha: float | None = None
+    logit_modules: set[str] = field(default_factory=set)
+
+    def likely_causes(self) -> list[str]:
+        """The rules most likely at fault, read off the failing slopes (empty when passing), worst first."""
+        causes: dict[str, list[str]] = {}
+        for slope in self.failures:
+            growing = slope.slope > 0
+            if self.axis == "depth":
+                cause = ("grows with depth: the branch multiplier (m_L^-alpha) or the in-block depth LR factor is "
+                         "missing" if growing else "shrinks with depth: the branches are scaled too hard, or the "
+                         "input part is too small to carry the residual stream (raise multipliers['input'])")
+            elif slope.module.endswith("(attn logits)"):
+                cause = ("grows with width: the attention logits keep 1/sqrt(d) instead of mu-P's 1/d (attention not "
+                         "reached, or base_head_dim wrong)" if growing else
+                         "shrinks faster than width^-1/2: the attention scale is applied twice")
+            elif slope.module in self.logit_modules:
+                cause = ("grows with width: the readout's 1/m_N multiplier is missing (or the readout was not found: "
+                         "name it with readout=)" if growing else
+                         "shrinks faster than width^-1/2: the readout multiplier is applied twice")
+            elif growing:
+                cause = ("grows with width: hidden weights are not in mu-P (Adam LR not divided by m_fanin, or init "
+                         "not divided by sqrt(m_fanin))")
+            else:
+                cause = ("shrinks with width: the hidden-weight LR is scaled too much (e.g. twice), or the LR is past "
+                         "the model's stable range at the smallest widths")
+            modules = causes.setdefault(cause, [])
+            if slope.module not in modules:
+                modules.append(slope.module)
+        return [f"{', '.join(m[:3])}{' ...' if len(m) > 3 else ''} {cause}" for cause, m in causes.items()]
 
     @property
     def ok(self) -> bool:
@@ -139,6 +169,8 @@ class CoordCheckResult:
                  "| module | step | kind | slope | seed band | allowed | ok |", "|---|---|---|---|---|---|---|"]
         for note in self.notes if not self.ok else []:
             lines.insert(1, f"note: {note}")
+        for cause in reversed(self.likely_causes()[:4]):
+            lines.insert(1, f"likely cause: {cause}")
         for s in rows:
             lines.append(f"| {s.module} | {s.step} | {s.kind} | {s.slope:+.3f} | [{s.low:+.3f}, {s.high:+.3f}] | "
                          f"[{s.allowed[0]:+.2f}, {s.allowed[1]:+.2f}] | {'yes' if s.ok else 'NO'} |")
@@ -246,6 +278,9 @@ def _default_modules(root: nn.Module, axis: str) -> dict[str, str]:
         for name, module in modules.items():
             if isinstance(module, hnn.SelfAttention):
                 chosen[name + ":logits"] = "attn_logits"
+        for rec in plan.modules if plan is not None else []:
+            if rec.kind == "attention" and rec.attribute is not None:  # adapter or attention= sites
+                chosen[rec.name + ":logits"] = "probed_logits"
     return chosen
 
 
@@ -270,6 +305,8 @@ class _Recorder:
         for key, what in chosen.items():
             name = key.split(":")[0]
             module = modules[name]
+            if what == "probed_logits":  # read off the attention calls by _probe, not by a hook
+                continue
             if what == "readout_in":  # before hptransfer's own input multiplier: record what the layer gets
                 self.handles.append(module.register_forward_pre_hook(self._pre(key), prepend=True))
             elif what == "attn_logits":
@@ -466,6 +503,7 @@ def coord_check(
                               f"build must construct a model of the given {axis}")
     _pool_depth(result, axis)
     result.slopes = _fit_slopes(result, readouts)
+    result.logit_modules = {_label(k) for k in readouts}
     shrinking = [f for f in result.failures if f.module == _label(":last") and f.slope < 0]
     if axis == "depth" and shrinking and (result.depth_alpha or 0) > 0.5:
         result.notes.append(
@@ -520,10 +558,17 @@ def _choose_modules(root: nn.Module, globs: str | Sequence[str] | None, axis: st
 @torch.no_grad()
 def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str], inputs: Any) -> dict[str, torch.Tensor]:
     recorder = _Recorder(root, chosen)
-    was_training = model.training
+    probed = [key for key, what in chosen.items() if what == "probed_logits"]
     try:
-        model.train(was_training)
-        model(inputs)
+        if probed:  # attention computed inside library code (transformers): scale * q @ k^T from its calls
+            calls = AttentionProbe(root, keep_logits=True).run(lambda: model(inputs))
+            for key in probed:
+                name = key.split(":")[0]
+                logits = next((c.logits for c in calls if c.module == name and c.logits is not None), None)
+                if logits is not None:
+                    recorder.captured[key] = logits
+        else:
+            model(inputs)
     finally:
         recorder.remove()
     return recorder.captured
