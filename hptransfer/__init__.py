@@ -1,6 +1,6 @@
 """hptransfer: mu-P, Depth-mu-P and CompleteP hyperparameter transfer for any PyTorch model."""
 
-from . import adapters, nn, rules
+from . import adapters, nn, rules, testing
 from .adapters import AdapterError
 from .attention import AttentionError
 from .coord import CoordCheckError, CoordCheckResult, Thresholds, coord_check
@@ -15,7 +15,7 @@ from .shapes import load_base, save_shapes
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterError", "AlreadyParametrizedError", "AttentionError", "InitError", "adapters", "BaseShapeError", "BranchError", "CoordCheckError", "CoordCheckResult", "HptError",
+    "AdapterError", "AlreadyParametrizedError", "AttentionError", "InitError", "adapters", "testing", "BaseShapeError", "BranchError", "CoordCheckError", "CoordCheckResult", "HptError",
     "ModuleRecord", "Thresholds", "coord_check",
     "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError", "ShapesFileError",
     "get_plan", "load_base", "lr_scales", "nn", "param_groups", "parametrize", "rules", "save_shapes",

@@ -36,6 +36,7 @@ from .shapes import as_globs, index_pattern, match_any
 log = logging.getLogger(__name__)
 
 Batch = tuple[Any, torch.Tensor]
+UNSTABLE_RISE = 0.05  # a probe loss 5% above the step before marks an unstable (oscillating) run
 STATS: dict[str, Callable[[torch.Tensor], float]] = {
     "rms": lambda t: float(t.float().pow(2).mean().sqrt()),
     "l1": lambda t: float(t.float().abs().mean()),
@@ -116,6 +117,46 @@ class CoordCheckResult:
     notes: list[str] = field(default_factory=list)
     depth_alpha: float | None = None
     logit_modules: set[str] = field(default_factory=set)
+    probe_losses: list[dict[str, Any]] = field(default_factory=list)
+
+    def unstable_runs(self, rise: float = UNSTABLE_RISE) -> list[tuple[int, int, int]]:
+        """(size, seed, step) where the probe batch's loss rose by more than ``rise`` over the step before."""
+        by_run: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+        for r in self.probe_losses:
+            by_run[(r["size"], r["seed"])][r["step"]] = r["value"]
+        found = []
+        for (size, seed), losses in sorted(by_run.items()):
+            for step in sorted(losses)[1:]:
+                if losses[step] > losses[step - 1] * (1 + rise):
+                    found.append((size, seed, step))
+                    break
+        return found
+
+    @property
+    def verdict(self) -> str:
+        """PASS; FAIL; or INCONCLUSIVE when every failing slope *shrinks* and some run was unstable.
+
+        Every fault that breaks mu-P makes something grow with width (SP, a missing readout multiplier,
+        unscaled hidden LR or init, 1/sqrt(d) attention), except a hidden LR scaled too much, which shrinks the
+        updates of a run that stays stable. Shrinking also happens to correct mu-P when the LR is past the stable
+        range of the smallest models: their probe loss then rises between steps (they oscillate), and the
+        larger models, still stable, have smaller activations. Shrinking with an unstable run cannot tell the
+        two apart, so it is reported as inconclusive with the reason; growth always fails.
+        """
+        if self.ok:
+            return "PASS"
+        shrinking_only = all(s.high < s.allowed[0] for s in self.failures)
+        return "INCONCLUSIVE" if shrinking_only and self.unstable_runs() else "FAIL"
+
+    @property
+    def reason(self) -> str:
+        """Why the verdict is inconclusive ("" otherwise)."""
+        if self.verdict != "INCONCLUSIVE":
+            return ""
+        size, seed, step = self.unstable_runs()[0]
+        return (f"every failing slope shrinks with {self.axis}, and the probe loss rose at step {step} for "
+                f"{self.axis} {size} (seed {seed}): the learning rate is past the stable range of the smaller "
+                "models, where a correct parametrization shrinks too. Rerun with a smaller lr.")
 
     def likely_causes(self) -> list[str]:
         """The rules most likely at fault, read off the failing slopes (empty when passing), worst first."""
@@ -161,7 +202,7 @@ class CoordCheckResult:
 
     def summary(self, worst: int = 8) -> str:
         """A short table: the verdict, then the worst offenders (or the steepest slopes when passing)."""
-        verdict = "PASS" if self.ok else "FAIL"
+        verdict = self.verdict
         rows = self.failures[:worst] if not self.ok else sorted(self.slopes, key=lambda s: -abs(s.slope))[:worst]
         lines = [f"coord check ({self.axis}, sizes {self.sizes}, {self.seeds} seeds, {self.steps} steps, "
                  f"stat {self.stat}): {verdict} - {len(self.failures)} of {len(self.slopes)} slopes outside "
@@ -169,8 +210,10 @@ class CoordCheckResult:
                  "| module | step | kind | slope | seed band | allowed | ok |", "|---|---|---|---|---|---|---|"]
         for note in self.notes if not self.ok else []:
             lines.insert(1, f"note: {note}")
-        for cause in reversed(self.likely_causes()[:4]):
+        for cause in reversed(self.likely_causes()[:4] if verdict == "FAIL" else []):
             lines.insert(1, f"likely cause: {cause}")
+        if self.reason:
+            lines.insert(1, f"inconclusive: {self.reason}")
         for s in rows:
             lines.append(f"| {s.module} | {s.step} | {s.kind} | {s.slope:+.3f} | [{s.low:+.3f}, {s.high:+.3f}] | "
                          f"[{s.allowed[0]:+.2f}, {s.allowed[1]:+.2f}] | {'yes' if s.ok else 'NO'} |")
@@ -179,7 +222,8 @@ class CoordCheckResult:
     def to_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         payload = {"axis": self.axis, "sizes": self.sizes, "steps": self.steps, "seeds": self.seeds,
-                   "stat": self.stat, "ok": self.ok, "thresholds": asdict(self.thresholds),
+                   "stat": self.stat, "ok": self.ok, "verdict": self.verdict, "reason": self.reason,
+                   "likely_causes": self.likely_causes(), "probe_losses": self.probe_losses, "thresholds": asdict(self.thresholds),
                    "slopes": [dict(asdict(s), ok=s.ok) for s in self.slopes], "records": self.records}
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(payload, indent=1))
@@ -229,7 +273,7 @@ class CoordCheckResult:
             axes[1][0].set_ylabel(f"{self.stat} of x_t - x_0")
         handles, labels = axes[0][-1].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7)
-        fig.suptitle(f"coordinate check vs {self.axis}: {'PASS' if self.ok else 'FAIL'} "
+        fig.suptitle(f"coordinate check vs {self.axis}: {self.verdict} "
                      f"(dashed: outside the band)", fontsize=11)
         fig.tight_layout(rect=(0, 0.08, 1, 0.95))
         path = Path(path)
@@ -469,7 +513,10 @@ def coord_check(
             probe_inputs = _to(probe_inputs, device)
             initial: dict[str, torch.Tensor] = {}
             for step in range(steps + 1):
-                captured = _probe(model, root, chosen, probe_inputs)
+                captured, output = _probe(model, root, chosen, probe_inputs)
+                with torch.no_grad():
+                    probe_loss = float(loss_fn(output, _to(probe_targets, device)))
+                result.probe_losses.append(dict(seed=seed, size=size, step=step, value=probe_loss))
                 for key, tensor in captured.items():
                     if step == 0:
                         initial[key] = tensor
@@ -556,22 +603,24 @@ def _choose_modules(root: nn.Module, globs: str | Sequence[str] | None, axis: st
 
 
 @torch.no_grad()
-def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str], inputs: Any) -> dict[str, torch.Tensor]:
+def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str],
+           inputs: Any) -> tuple[dict[str, torch.Tensor], Any]:
     recorder = _Recorder(root, chosen)
     probed = [key for key, what in chosen.items() if what == "probed_logits"]
+    outputs: list[Any] = []
     try:
         if probed:  # attention computed inside library code (transformers): scale * q @ k^T from its calls
-            calls = AttentionProbe(root, keep_logits=True).run(lambda: model(inputs))
+            calls = AttentionProbe(root, keep_logits=True).run(lambda: outputs.append(model(inputs)))
             for key in probed:
                 name = key.split(":")[0]
                 logits = next((c.logits for c in calls if c.module == name and c.logits is not None), None)
                 if logits is not None:
                     recorder.captured[key] = logits
         else:
-            model(inputs)
+            outputs.append(model(inputs))
     finally:
         recorder.remove()
-    return recorder.captured
+    return recorder.captured, outputs[0]
 
 
 def _pool(key: str, axis: str) -> str:

@@ -5,8 +5,8 @@
     python recipes/coord_check.py model=resmlp axis=depth sizes=[2,4,8,16,32] scheme=completep
     python recipes/coord_check.py -m scheme=sp,mup                  # a multirun over schemes
 
-Writes coord_check.png, coord_check.json and summary.md into the run dir. Exits 1 when the verdict is FAIL
-(single runs only; in a multirun each job's verdict is in its own summary.md).
+Writes coord_check.png, coord_check.json and summary.md into the run dir. Exits 0 on PASS, 1 on FAIL and 2 on
+INCONCLUSIVE (single runs only; in a multirun each job's verdict is in its own summary.md).
 """
 
 from __future__ import annotations
@@ -70,18 +70,22 @@ def run(cfg: DictConfig, run_dir: Path) -> bool:
                                 data=[[s.module, s.step, s.kind, s.slope, s.low, s.high, s.ok] for s in result.slopes])
             wb.log({"coord_check/slopes": table, "coord_check/plot": wandb.Image(str(plot))})
             wb.summary["coord_check/ok"] = result.ok
+            wb.summary["coord_check/verdict"] = result.verdict
             wb.summary["coord_check/failures"] = len(result.failures)
-    return result.ok
+    return result.verdict
+
+
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}  # what a CI job reads
 
 
 @hydra.main(config_path="../conf", config_name="coord_check", version_base="1.3")
 def main(cfg: DictConfig) -> bool:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    ok = run(cfg, run_dir)
-    log.info("verdict: %s (files in %s)", "PASS" if ok else "FAIL", run_dir)
-    if not ok and HydraConfig.get().mode == RunMode.RUN:
-        sys.exit(1)
-    return ok
+    verdict = run(cfg, run_dir)
+    log.info("verdict: %s (files in %s)", verdict, run_dir)
+    if verdict != "PASS" and HydraConfig.get().mode == RunMode.RUN:
+        sys.exit(EXIT_CODES[verdict])
+    return verdict == "PASS"
 
 
 if __name__ == "__main__":
