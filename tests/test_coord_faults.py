@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 import hptransfer as hpt
-from hptransfer.rules import MUP_TABLE, ONE, SCHEMES, Power
+from hptransfer.faults import MUP, WIDTH_FAULTS
 
 from hf_models import FAMILIES, meta, token_batches
 
-MUP = SCHEMES["mup"]
-
-
-def broken(name: str, width_attention: bool = True, **roles: dict) -> hpt.rules.Scheme:
-    table = dict(MUP_TABLE)
-    for role, change in roles.items():
-        table[role] = dataclasses.replace(table[role], **change)
-    return dataclasses.replace(MUP, name=name, width=table, width_attention=width_attention)
-
-
-FAULTS = {
-    "no readout multiplier": (broken("f_readout", output=dict(multiplier=ONE)), "readout's 1/m_N multiplier"),
-    "no hidden LR scaling": (broken("f_lr", hidden=dict(adam_lr=ONE)), "hidden weights are not in mu-P"),
-    "hidden LR scaled twice": (broken("f_lr2", hidden=dict(adam_lr=Power(fan_in=-2))), "scaled too much"),
-    "no init rescale": (broken("f_init", hidden=dict(init_std=ONE)), "hidden weights are not in mu-P"),
-    "attention left at 1/sqrt(d)": (broken("f_attn", width_attention=False), "keep 1/sqrt(d)"),
-}
+FAULTS = {name: fault for name, fault in WIDTH_FAULTS["adam"].items() if name != "sp"}
 
 
 def check(family: str, scheme) -> hpt.CoordCheckResult:
