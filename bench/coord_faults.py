@@ -6,7 +6,8 @@ and the depth check (depths 2..16, base 2) under CompleteP / Depth-muP and their
 false alarms (a correct scheme that FAILs), misses (a fault that PASSes) and inconclusive verdicts, and writes
 every verdict to bench/results/coord_faults-<device>.json.
 
-    python bench/coord_faults.py                 # the CPU grid (about 30 min on 2 cores)
+    python bench/coord_faults.py --optimizers adamw sgd   # the grid of BENCHMARKS.md (about 45 min on 2 cores;
+                                                          # adam equals adamw here: the check uses no decay)
     python bench/coord_faults.py --smoke         # seconds; used by the tests
 """
 
