@@ -55,7 +55,7 @@ MODELS: dict[str, dict[str, Any]] = {
                                                     fused_qkv=False),
                       data=text_batches, options={"branches": ["blocks.*.attn", "blocks.*.mlp"]}),
     "resmlp": dict(build=lambda w, d=2: PlainResMLP(w, d), options={"branches": ["blocks.*.branch"]},
-                   data=lambda: iter([gaussian_mixture(32, 32, 10, seed=0)] * 100)),
+                   data=lambda: gaussian_mixture(32, 32, 10, seed=0)),  # one batch, every step
     "hf_llama": dict(build=llama, data=text_batches, options={}),
 }
 
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--optimizers", nargs="+", default=["adam", "adamw", "sgd"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tag", default="", help="appended to the result name")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     widths, depths = [64, 128, 256, 512], [2, 4, 8, 16]
@@ -125,7 +126,7 @@ def main() -> None:
     table = summarize(cases)
     print(table)
     device = torch.device("cpu")
-    name = "coord_faults" + ("-smoke" if args.smoke else "")
+    name = "coord_faults" + ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = write_result(name, device, {"widths": widths, "depths": depths, "seeds": args.seeds, "lrs": LRS,
                                        "seconds": seconds, "cases": cases, "table": table})

@@ -11,6 +11,7 @@ to slope -1/2 at every step but never grow (see Thresholds).
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import logging
 import math
@@ -36,7 +37,8 @@ from .shapes import as_globs, index_pattern, match_any
 log = logging.getLogger(__name__)
 
 Batch = tuple[Any, torch.Tensor]
-UNSTABLE_RISE = 0.05  # a probe loss 5% above the step before marks an unstable (oscillating) run
+UNSTABLE_RISE = 0.05  # a probe loss 5% above the step before marks an unstable (oscillating) run ...
+UNSTABLE_FLOOR = 0.02  # ... when the rise is also above this many nats (a near-zero loss jitters by 5%)
 STATS: dict[str, Callable[[torch.Tensor], float]] = {
     "rms": lambda t: float(t.float().pow(2).mean().sqrt()),
     "l1": lambda t: float(t.float().abs().mean()),
@@ -127,7 +129,7 @@ class CoordCheckResult:
         found = []
         for (size, seed), losses in sorted(by_run.items()):
             for step in sorted(losses)[1:]:
-                if losses[step] > losses[step - 1] * (1 + rise):
+                if losses[step] > losses[step - 1] * (1 + rise) and losses[step] - losses[step - 1] > UNSTABLE_FLOOR:
                     found.append((size, seed, step))
                     break
         return found
@@ -392,19 +394,22 @@ def _is_logit(key: str, readouts: set[str]) -> bool:
 
 
 # ---- the check ---------------------------------------------------------------------------------------
-def _batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
+def _fixed_batches(data: Batch | Iterable[Batch], steps: int) -> list[Batch]:
+    """The ``steps`` batches every model trains on, read once: every size and seed sees the same data (a
+    generator passed as ``data`` would otherwise hand each model different batches, and a different probe)."""
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], torch.Tensor):
-        while True:
-            yield data
-    else:
-        iterator = iter(data)
-        first = next(iterator, None)
-        if first is None:
-            raise CoordCheckError("data is an empty iterable; pass one (inputs, targets) batch or an iterable of them")
-        yield first
-        for batch in iterator:
-            yield batch
-        raise CoordCheckError("data ran out of batches before the last step; pass more batches or fewer steps")
+        return [data] * max(steps, 1)
+    batches = list(itertools.islice(iter(data), max(steps, 1)))
+    if not batches:
+        raise CoordCheckError("data is an empty iterable; pass one (inputs, targets) batch or an iterable of them")
+    if len(batches) < steps:
+        raise CoordCheckError(f"data ran out of batches: it has {len(batches)} but the check takes {steps} steps; "
+                              "pass more batches or fewer steps")
+    return batches
+
+
+def _batches(fixed: list[Batch]) -> Iterator[Batch]:
+    yield from fixed
 
 
 def _to(value: Any, device: torch.device) -> Any:
@@ -485,6 +490,7 @@ def coord_check(
     signatures: dict[int, tuple] = {}
     bar = tqdm(total=len(distinct) * seeds, desc=f"coord check ({axis})", disable=not progress if progress
                is not None else None, leave=False)
+    fixed = _fixed_batches(data, steps)
     cache: dict[str, dict[str, str]] = {}
 
     def largest_modules() -> dict[str, str]:
@@ -507,7 +513,7 @@ def coord_check(
             chosen = _choose_modules(root, modules, axis, largest_modules)
             groups = param_groups(model, lr=lr, optimizer=optimizer, **(group_kwargs or {}))
             opt = OPTIMIZERS[optimizer](groups)
-            batches = _batches(data)
+            batches = _batches(fixed)
             probe_inputs, probe_targets = first = next(batches)
             tokens = int(probe_targets.numel())
             probe_inputs = _to(probe_inputs, device)

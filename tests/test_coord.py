@@ -187,6 +187,20 @@ def test_iterable_data_gives_a_new_batch_per_step():
         coord_check(resmlp_builder("mup"), [64, 128, 256], data=batches, steps=4, seeds=1)
 
 
+def test_a_generator_gives_every_size_and_seed_the_same_batches():
+    drawn = []
+
+    def generator():
+        while True:
+            drawn.append(1)
+            yield torch.randn(8, 32), torch.randint(0, 10, (8,))
+
+    result = coord_check(resmlp_builder("mup"), [64, 128, 256], data=generator(), steps=2, seeds=2)
+    assert len(drawn) == 2  # read once: 2 steps' batches shared by 3 sizes x 2 seeds
+    step0 = [r["value"] for r in result.records if r["step"] == 0 and r["module"] == "out (input)"]
+    assert step0 and len(step0) == 6
+
+
 @pytest.mark.parametrize("scheme", ["mup", "sp"])
 def test_coord_check_includes_the_base_width_and_sp_without_extra_arguments(scheme):
     from hptransfer.models import PlainGPT

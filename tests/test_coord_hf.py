@@ -57,8 +57,14 @@ def test_depth_completep_passes_with_the_input_multiplier_the_plan_advises_and_m
     mup = depth_check("mup", multiplier)
     assert not mup.ok
     assert all(f.slope > 0 for f in mup.failures)  # no depth rule: the stream's update grows with depth
-    # without the multiplier CompleteP fails, and the result says what to set instead of a bare FAIL
+    # without it the stream shrinks with depth (measured -0.18 per doubling at steps 1..5: at the edge of the
+    # band), and with a smaller embedding still it fails; the result then says what to set, not a bare FAIL
     bare = depth_check("completep")
-    assert not bare.ok
-    assert any("input multiplier" in n for n in bare.notes) and any("'input': 20" in n for n in bare.notes)
-    assert "note:" in bare.summary()
+    stream = "residual stream (last block)"
+    assert all(bare.slope(stream, step, "update").slope < -0.1 for step in range(1, 6))
+    assert all(completep.slope(stream, step, "update").slope > -0.05 for step in range(1, 6))
+    small = depth_check("completep", 0.25)
+    assert not small.ok
+    assert any("Raise the input multiplier" in n for n in small.notes)
+    assert any("'input': 20" in n for n in small.notes)  # the plan's advice: 0.4 / initializer_range
+    assert "note:" in small.summary()
