@@ -57,3 +57,18 @@ def hydra_conf():
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         yield
     GlobalHydra.instance().clear()
+
+
+def tiny_gpt_builder(scheme: str):
+    """build(width) for coordinate checks: a 1-layer PlainGPT over a 32-wide meta base."""
+    from hptransfer import parametrize
+    from hptransfer.models import PlainGPT
+
+    def build(width: int):
+        model = PlainGPT(d_model=width, n_layer=1, n_head=4, vocab_size=64, block_size=16)
+        with torch.device("meta"):
+            base = PlainGPT(d_model=32, n_layer=1, n_head=4, vocab_size=64, block_size=16)
+        parametrize(model, base, scheme)
+        return model
+
+    return build

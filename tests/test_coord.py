@@ -13,7 +13,7 @@ import hptransfer as hpt
 from hptransfer.coord import CoordCheckError, coord_check
 from hptransfer.models import GPT, PlainGPT, PlainResMLP
 
-from conftest import meta
+from conftest import meta, tiny_gpt_builder
 
 # mu-P is a statement about width >> tokens seen per step: probe the GPT with 8 tokens (see coord.py).
 _TOKENS = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))
@@ -203,17 +203,8 @@ def test_a_generator_gives_every_size_and_seed_the_same_batches():
 
 @pytest.mark.parametrize("scheme", ["mup", "sp"])
 def test_coord_check_includes_the_base_width_and_sp_without_extra_arguments(scheme):
-    from hptransfer.models import PlainGPT
-
-    def build(width: int):
-        model = PlainGPT(d_model=width, n_layer=1, n_head=4, vocab_size=64, block_size=16)
-        with torch.device("meta"):
-            base = PlainGPT(d_model=32, n_layer=1, n_head=4, vocab_size=64, block_size=16)
-        hpt.parametrize(model, base, scheme)
-        return model
-
     x = torch.randint(0, 64, (2, 8))
-    result = hpt.coord_check(build, [32, 64, 128, 256], data=(x, x), lr=1e-2, steps=2, seeds=2)
+    result = hpt.coord_check(tiny_gpt_builder(scheme), [32, 64, 128, 256], data=(x, x), lr=1e-2, steps=2, seeds=2)
     # the base-width model (32) has no width dims of its own: the modules come from the largest model
     assert {s.module for s in result.slopes} >= {"lm_head", "lm_head (input)", "wte", "blocks.0.attn.c_attn"}
     assert {r["size"] for r in result.records} == {32, 64, 128, 256}

@@ -13,6 +13,8 @@ from hptransfer.data.text import text_batch
 from hptransfer.rules import MUP_TABLE, SCHEMES, Power
 from hptransfer.testing import CoordCheckFailed, assert_coord_check
 
+from conftest import tiny_gpt_builder
+
 WIDTHS = [64, 128, 256, 512]
 INPUTS, TARGETS, VOCAB = text_batch(4, 32, seed=0)
 LR_TWICE = dataclasses.replace(SCHEMES["mup"], name="lr_twice",
@@ -68,17 +70,7 @@ def test_reported_false_alarm_hf_llama_with_a_real_base_passes():
 
 def test_assert_coord_check_raises_with_the_table_and_returns_on_pass():
     x = torch.randint(0, 64, (2, 8))
-
-    def build(scheme):
-        def make(width: int):
-            model = PlainGPT(d_model=width, n_layer=1, n_head=4, vocab_size=64, block_size=16)
-            with torch.device("meta"):
-                base = PlainGPT(d_model=32, n_layer=1, n_head=4, vocab_size=64, block_size=16)
-            hpt.parametrize(model, base, scheme)
-            return model
-        return make
-
-    result = assert_coord_check(build("mup"), [32, 64, 128, 256], data=(x, x), steps=2, seeds=2)
+    result = assert_coord_check(tiny_gpt_builder("mup"), [32, 64, 128, 256], data=(x, x), steps=2, seeds=2)
     assert result.verdict == "PASS"
     with pytest.raises(CoordCheckFailed, match=r"(?s)FAIL.*likely cause:.*\| module \| step"):
-        assert_coord_check(build("sp"), [32, 64, 128, 256], data=(x, x), steps=2, seeds=2)
+        assert_coord_check(tiny_gpt_builder("sp"), [32, 64, 128, 256], data=(x, x), steps=2, seeds=2)
