@@ -11,7 +11,7 @@ import hptransfer as hpt
 from hptransfer.adapters import AttentionSite, find_adapter
 from hptransfer.adapters.hf import TransformersAdapter
 
-from hf_models import FAMILIES, MeasureLogitScale, VOCAB, bert, gpt2, llama, meta
+from hf_models import FAMILIES, MeasureLogitScale, VOCAB, bert, llama, meta
 
 BASE = 64
 HEADS = 4
