@@ -43,6 +43,19 @@ def _is_flex(func: Any) -> bool:
     return type(func).__name__ == "FlexAttentionHOP"
 
 
+def head_dim_of(module: nn.Module) -> int | None:
+    """Per-head width of an attention module, from the attributes attention code names it by."""
+    for attr in ("head_dim", "attention_head_size", "d_head"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    n_head = next((getattr(module, a) for a in ("n_head", "num_heads", "n_heads")
+                   if isinstance(getattr(module, a, None), int)), None)
+    width = next((getattr(module, a) for a in ("d_model", "embed_dim", "hidden_size")
+                  if isinstance(getattr(module, a, None), int)), None)
+    return width // n_head if n_head and width else None
+
+
 def mup_factor(attn: float, base_head_dim: int | None, head_dim: int) -> float:
     """The factor on a ``1/sqrt(head_dim)`` logit scale that gives mu-P's ``attn * sqrt(d0) / d``."""
     return attn if base_head_dim is None else attn * math.sqrt(base_head_dim / head_dim)

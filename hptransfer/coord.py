@@ -19,7 +19,7 @@ import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -408,10 +408,6 @@ def _fixed_batches(data: Batch | Iterable[Batch], steps: int) -> list[Batch]:
     return batches
 
 
-def _batches(fixed: list[Batch]) -> Iterator[Batch]:
-    yield from fixed
-
-
 def _to(value: Any, device: torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
@@ -495,7 +491,7 @@ def coord_check(
 
     def largest_modules() -> dict[str, str]:
         if "largest" not in cache:
-            cache["largest"] = _modules_of_largest(build, distinct, modules, axis)
+            cache["largest"] = _modules_of_largest(build, distinct, axis)
         return cache["largest"]
 
     for seed in range(seeds):
@@ -513,7 +509,7 @@ def coord_check(
             chosen = _choose_modules(root, modules, axis, largest_modules)
             groups = param_groups(model, lr=lr, optimizer=optimizer, **(group_kwargs or {}))
             opt = OPTIMIZERS[optimizer](groups)
-            batches = _batches(fixed)
+            batches = iter(fixed)
             probe_inputs, probe_targets = first = next(batches)
             tokens = int(probe_targets.numel())
             probe_inputs = _to(probe_inputs, device)
@@ -573,8 +569,7 @@ def coord_check(
     return result
 
 
-def _modules_of_largest(build: Callable[[int], nn.Module], sizes: list[int], globs: Any,
-                        axis: str) -> dict[str, str]:
+def _modules_of_largest(build: Callable[[int], nn.Module], sizes: list[int], axis: str) -> dict[str, str]:
     """The default modules of the largest model: at the base's own width a plan cannot tell the readout or
     the input layers from their shapes, but module names are the same at every width."""
     if axis != "width":

@@ -99,7 +99,7 @@ def infer_law(weights: list[Weight]) -> str | None:
 
 
 @torch.no_grad()
-def initialize(root: nn.Module, plan: Plan, base: object, base_params: dict[str, torch.Tensor],
+def initialize(root: nn.Module, plan: Plan, base_params: dict[str, torch.Tensor],
                base_name: Callable[[str], str | None], family: dict | None, rescale: bool) -> None:
     """Re-scale (or redraw, for ``init=<sigma>``) every parameter of ``root`` as the plan says; fills
     ``ParamRecord.init_source``. Decides everything first and changes nothing when it raises InitError."""
@@ -165,13 +165,13 @@ def initialize(root: nn.Module, plan: Plan, base: object, base_params: dict[str,
             f"{'; '.join(loaded[:3])}{' ...' if len(loaded) > 3 else ''}. For pretrained or already-trained "
             "weights pass init='keep'; to redraw, pass init=<sigma> or a real (non-meta) base.")
     if custom:
-        _custom_ratios(plan, custom, ratios, root)
+        _custom_ratios(plan, custom, ratios)
     for name, ratio in ratios.items():
         if abs(ratio - 1.0) > 1e-12:
             params[name].mul_(ratio)
 
 
-def _custom_ratios(plan: Plan, custom: dict[str, Weight], ratios: dict[str, float], root: nn.Module) -> None:
+def _custom_ratios(plan: Plan, custom: dict[str, Weight], ratios: dict[str, float]) -> None:
     matrices = [w for w in custom.values() if w.fans != (1.0, 1.0)]
     law = infer_law(matrices) if len(matrices) >= 2 else None
     moving = [w.name for w in custom.values() if _moves(w, plan.params[w.name])]

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import nn as hnn
 from .adapters.base import Adapter, AttentionSite, Structure, find_adapter
-from .attention import AttentionError, AttentionScope, inside, mup_factor, probe_attention
+from .attention import AttentionError, AttentionScope, head_dim_of, inside, mup_factor, probe_attention
 from .errors import AlreadyParametrizedError, BranchError, ReadoutError, SchemeError
 from .init import initialize
 from .plan import ModuleRecord, ParamRecord, Plan
@@ -112,7 +112,6 @@ def build_plan(
     init: str | float = "rescale",
     delta: BaseLike | None = None,
     structure: Structure | None = None,
-    attention: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide every factor for ``model`` relative to ``base`` without changing anything (see parametrize)."""
     rules = get_scheme(scheme)
@@ -214,22 +213,12 @@ def _attention_sites(root: nn.Module, structure: Structure, attention: Mapping[s
                 raise AttentionError(
                     f"attention={{{glob!r}: {attribute!r}}}: module {name!r} has no float attribute {attribute!r} "
                     "(it must hold the factor your forward multiplies q @ k^T by, e.g. self.scale = head_dim ** -0.5)")
-            head_dim = _site_head_dim(modules[name])
+            head_dim = head_dim_of(modules[name])
             if head_dim is None:
                 raise AttentionError(
                     f"attention module {name!r}: cannot tell its head dim; give it an int attribute head_dim")
             sites[name] = AttentionSite(name, attribute, head_dim)
     return list(sites.values())
-
-
-def _site_head_dim(module: nn.Module) -> int | None:
-    for attr in ("head_dim", "attention_head_size", "d_head"):
-        value = getattr(module, attr, None)
-        if isinstance(value, int):
-            return value
-    n_head = next((getattr(module, a) for a in ("n_head", "num_heads", "n_heads") if isinstance(getattr(module, a, None), int)), None)
-    width = next((getattr(module, a) for a in ("d_model", "embed_dim", "hidden_size") if isinstance(getattr(module, a, None), int)), None)
-    return width // n_head if n_head and width else None
 
 
 def _plan_attention(root: nn.Module, plan: Plan, rules: Scheme, sites: list[AttentionSite], base: BaseLike,
@@ -244,15 +233,15 @@ def _plan_attention(root: nn.Module, plan: Plan, rules: Scheme, sites: list[Atte
         if rules.width_attention:
             base_name = site.module if site.module in base_modules else pattern_index.get(index_pattern(site.module))
             base_module = base_modules.get(base_name) if base_name else None
-            base_dim = _site_head_dim(base_module) if base_module is not None else base_head_dim
+            base_dim = head_dim_of(base_module) if base_module is not None else base_head_dim
             if base_dim is None:
                 raise AttentionError(
                     f"attention module {site.module!r}: cannot tell the base's head dim; pass base_head_dim= or the "
                     "base as a model (the meta device is fine)")
             base_dims.add(base_dim)
             current = float(getattr(modules[site.module], site.attribute))
-            base_scale = float(getattr(base_module, site.attribute, current * math.sqrt(site.head_dim / base_dim))) \
-                if base_module is not None else current * math.sqrt(site.head_dim / base_dim)
+            # without a base module, assume the usual 1/sqrt(d) law for the base's scale
+            base_scale = float(getattr(base_module, site.attribute, current * math.sqrt(site.head_dim / base_dim)))
             # mu-P: the base's scale carried over with 1/d instead of 1/sqrt(d) (TP5 App. B.1)
             factor *= base_scale * (base_dim / site.head_dim) / current if current else 1.0
         plan.modules.append(ModuleRecord(site.module, "attention", factor, site.attribute))
@@ -513,7 +502,7 @@ def parametrize(
                 check = _FirstForwardCheck(plan, scope, base)
                 check.handle = root.register_forward_pre_hook(check, with_kwargs=True)
                 handles.append(check.handle)
-        initialize(root, plan, base, base_params, lambda name: match_base_name(name, shapes),
+        initialize(root, plan, base_params, lambda name: match_base_name(name, shapes),
                    structure.init if structure else None, rules.rescale_init)
     except Exception:
         unparametrize(root)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attention import head_dim_of
 from ..shapes import BaseShapes
 from .base import Adapter, AttentionSite, InitStd, Structure, register
 
@@ -68,14 +69,6 @@ def _module_name(model: nn.Module, target: nn.Module | None) -> str | None:
     return next((n for n, m in model.named_modules() if m is target), None)
 
 
-def _head_dim(module: nn.Module) -> int | None:
-    for attr in ("head_dim", "attention_head_size"):
-        value = getattr(module, attr, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 class TransformersAdapter(Adapter):
     """Any ``transformers`` PreTrainedModel: readout, inputs and ``scaling`` attention; a Family adds the rest."""
 
@@ -97,9 +90,9 @@ class TransformersAdapter(Adapter):
                             and isinstance(names[n], nn.Linear)), None)
         structure.readout = [readout] if readout else []
         structure.inputs = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
-        structure.attention = [AttentionSite(n, "scaling", _head_dim(m)) for n, m in model.named_modules()
+        structure.attention = [AttentionSite(n, "scaling", head_dim_of(m)) for n, m in model.named_modules()
                                if "Attention" in type(m).__name__ and isinstance(getattr(m, "scaling", None), float)
-                               and _head_dim(m) is not None]
+                               and head_dim_of(m) is not None]
         vocab = int(getattr(model.config, "vocab_size", 0) or 0)
         if vocab:
             device = next(model.parameters()).device
