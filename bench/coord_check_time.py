@@ -1,6 +1,6 @@
 """Wall time of a width coordinate check of the reference GPT: 4 widths x 3 seeds x 5 steps.
 
-Target (issue: coordinate checks): at most 60 s on 2 CPU cores. Also renders the passing (mu-P) and
+Target: under 30 s on 2 CPU cores. Also renders the passing (mu-P) and
 failing (SP) checks used as pictures in README.md. Usage: python bench/coord_check_time.py [--widths ...]
 """
 

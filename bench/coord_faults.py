@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     widths, depths = [64, 128, 256, 512], [2, 4, 8, 16]
     if args.smoke:
-        args.models, args.optimizers, args.seeds, widths, depths = ["gpt"], ["adamw"], 1, [32, 64, 128], [1, 2, 4]
+        args.models, args.optimizers, args.seeds, widths, depths = ["gpt"], ["adamw"], 1, [32, 64, 128, 256], [1, 2, 4, 8]
     cases = []
     started = time.perf_counter()
     for model, optimizer in itertools.product(args.models, args.optimizers):
@@ -146,7 +146,8 @@ def summarize(cases: list[dict[str, Any]]) -> str:
                      f"{len(faults)} | {sum(c['verdict'] == 'PASS' for c in faults)} | "
                      f"{sum(c['verdict'] == 'INCONCLUSIVE' for c in rows)} | "
                      f"{sum(not c['named'] for c in faults)} |")
-    odd = [c for c in cases if (c["verdict"] == "FAIL") != c["fault"] or not c["named"]]
+    odd = [c for c in cases if (c["verdict"] == "FAIL") != c["fault"] or not c["named"]
+           or c["verdict"] == "INCONCLUSIVE"]
     if odd:
         lines += ["", "Exceptions (false alarm, miss, inconclusive, or a FAIL whose first cause names another rule):"]
         lines += [f"- {c['model']} {c['optimizer']} {c['axis']} lr {c['lr']:g} steps {c['steps']} {c['scheme']}: "

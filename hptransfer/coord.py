@@ -1,11 +1,12 @@
 """Coordinate checks with a verdict: is a model really in mu-P / Depth-mu-P before you spend a sweep on it?
 
-For each size (width or depth), seed and step, records a statistic of chosen modules' outputs on a fixed
-probe batch, and of their change since initialization (the feature update mu-P keeps order one), then fits
-the slope of log2(stat) against log2(size). Flat means transfer-ready (docs/rules.md, "Checks":
-|slope| <= 0.15); the readout's logits and the attention logits hold a part that shrinks like width^-1/2
-under mu-P (their init, TP5 App. D.2) beside an order-one update, so on the width axis they may shrink down
-to slope -1/2 at every step but never grow (see Thresholds).
+For each size (width or depth), seed and step, records on a fixed probe batch a statistic of chosen modules'
+outputs and of their change since initialization (the feature update mu-P keeps order one); on the width
+axis also each hidden layer's own update (W_t - W_0) x, every attention's logits (wherever the attention
+runs: an AttentionProbe sees SDPA, flex and hand-written softmax(q @ k^T)) and each attention's
+scale x head_dim. It then fits the slope of log2(stat) against log2(size). Flat means transfer-ready
+(docs/rules.md, "Checks": |slope| <= 0.15); the bands of the other quantities, and why, are in Thresholds,
+and the rules that turn slopes into PASS / FAIL / INCONCLUSIVE in CoordCheckResult.verdict.
 """
 
 from __future__ import annotations
@@ -65,16 +66,35 @@ class Thresholds:
             slowly at small learning rates (measured on HF Llama, widths 64..512, Adam 1e-3: -0.37, -0.25,
             -0.18 at steps 1..3). Growth is what a broken readout does (no 1/m multiplier: about +0.5 at init
             and +1 after updates), so the upper bound stays ``flat``.
-        attn_logit_low: lowest slope allowed for attention logits at *every* step. At init the same -1/2
-            applies; after a few steps their update approaches its limit from below until width is much
-            larger than the tokens seen (gradients of attention are token-specific): for the reference GPT
-            with 8 tokens we measured local slopes +0.22, -0.68, -0.40, -0.03 between widths 128..2048.
-            SP-style 1/sqrt(d) attention gives about +0.5, so the upper bound ``flat`` still catches it.
+        attn_logit_low: lowest slope allowed for attention logits (None: no lower bound). At init they are
+            a random q.k of variance ~1/d (slope -1/2), or exactly zero with a zero-init query; their update
+            is a correlated part (order one) plus cross terms between the tokens of the batch, which are
+            random and shrink like d^-1/2, so it reaches its limit from below only once the head dim is large
+            next to the tokens seen (measured on the reference GPT with 8 tokens: local slopes +0.22, -0.68,
+            -0.40, -0.03 between widths 128..2048; under SGD steeper still). Any shrinking is therefore
+            consistent with mu-P at finite width, and the scale itself is judged exactly by the "scale" rows
+            (``scale * head_dim`` must not depend on width). SP-style 1/sqrt(d) attention makes both grow.
+        own_low: lowest slope allowed for a hidden layer's own update (W_t - W_0) x, which mu-P keeps order
+            one (TP5's feature-learning condition). The faults it exists for move it by a whole power of width:
+            an Adam LR not divided by m_fanin makes it grow like width^+1, a hidden LR scaled twice shrinks it
+            like width^-1 (under SGD too, where the input layer's large LR keeps every activation flat and
+            hides that fault from them). At small widths correct ones shrink by up to width^-1/2: Adam's
+            sign-like first steps of a gradient whose rank (tokens) is not small next to the width; and, under
+            SGD, the layers that feed only attention logits (queries, keys), whose gradient passes through
+            dL/dlogit = dout . v, an inner product of two vectors independent at init (~ width^-1/2 until the
+            value and output weights have moved). So the band is [-1/2 - flat, flat].
+        shrink_limit: in the token-limited regime (smallest width < 4 x tokens x steps) a correct update can
+            shrink like width^-1/2 (the random cross terms of the previous entry, and Adam's sign-like updates
+            of a matrix whose rank, tokens x steps, is not small next to its width). A shrinking failure whose
+            seed band reaches up to this slope is then inconclusive; one steeper than it (a hidden LR scaled
+            twice shrinks the layers' own updates like width^-1) still fails.
     """
 
     flat: float = 0.15
     init_logit_low: float = -0.5 - 0.15
-    attn_logit_low: float = -0.5 - 0.15
+    attn_logit_low: float | None = None
+    own_low: float = -0.5 - 0.15
+    shrink_limit: float = -0.5 - 0.15
     # Depth axis, step 0: the stream is the input part plus L branches of size m_L^-alpha each, so with
     # alpha > 1/2 it may shrink like L^(1/2 - alpha) until the input part dominates (CompleteP accepts
     # this; stability at init needs alpha >= 1/2, TP6). The band's low end becomes (1/2 - alpha) - flat.
@@ -87,11 +107,13 @@ class Slope:
 
     module: str
     step: int
-    kind: str  # "out" (the activation) or "update" (its change since step 0)
+    kind: str  # "out" (the activation), "update" (its change since step 0), "own" ((W_t - W_0) x of a hidden
+    #            layer: the change its own weights make, TP5's feature-learning desideratum), "scale" (attention)
     slope: float
     low: float
     high: float
     allowed: tuple[float, float]
+    judged: bool = True  # False for steps after a run became unstable (see CoordCheckResult.last_judged_step)
 
     @property
     def ok(self) -> bool:
@@ -120,9 +142,10 @@ class CoordCheckResult:
     depth_alpha: float | None = None
     logit_modules: set[str] = field(default_factory=set)
     probe_losses: list[dict[str, Any]] = field(default_factory=list)
+    tokens: int = 0  # targets per batch
 
     def unstable_runs(self, rise: float = UNSTABLE_RISE) -> list[tuple[int, int, int]]:
-        """(size, seed, step) where the probe batch's loss rose by more than ``rise`` over the step before."""
+        """(size, seed, step) where the probe batch's loss first rose by more than ``rise`` over the step before."""
         by_run: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
         for r in self.probe_losses:
             by_run[(r["size"], r["seed"])][r["step"]] = r["value"]
@@ -135,30 +158,70 @@ class CoordCheckResult:
         return found
 
     @property
-    def verdict(self) -> str:
-        """PASS; FAIL; or INCONCLUSIVE when every failing slope *shrinks* and some run was unstable.
+    def last_judged_step(self) -> int:
+        """The last step the verdict looks at: the step before any run's probe loss first rose.
 
-        Every fault that breaks mu-P makes something grow with width (SP, a missing readout multiplier,
-        unscaled hidden LR or init, 1/sqrt(d) attention), except a hidden LR scaled too much, which shrinks the
-        updates of a run that stays stable. Shrinking also happens to correct mu-P when the LR is past the stable
-        range of the smallest models: their probe loss then rises between steps (they oscillate), and the
-        larger models, still stable, have smaller activations. Shrinking with an unstable run cannot tell the
-        two apart, so it is reported as inconclusive with the reason; growth always fails.
+        A rising loss means the learning rate is past that model's stable range (usually the smallest
+        width's, which tolerates the least); from then on its activations oscillate, and a correct
+        parametrization no longer has flat curves (the smallest models' activations blow up, so they seem to
+        shrink with width), while a fault's signature, when it has one, is already there in the steps before.
         """
-        if self.ok:
-            return "PASS"
-        shrinking_only = all(s.high < s.allowed[0] for s in self.failures)
-        return "INCONCLUSIVE" if shrinking_only and self.unstable_runs() else "FAIL"
+        unstable = self.unstable_runs()
+        return min(step for _, _, step in unstable) - 1 if unstable else self.steps
+
+    @property
+    def token_limited(self) -> bool:
+        """Widths not much larger than the tokens x steps the updates are built from (see Thresholds)."""
+        return self.axis == "width" and min(self.sizes) < 4 * self.tokens * max(self.last_judged_step, 1)
+
+    def _diagnosis(self) -> tuple[str, str]:
+        """(verdict, reason): the reasoning of ``verdict`` in one place."""
+        span = max(self.sizes) / min(self.sizes)
+        if len(self.sizes) < 4 or span < 8:
+            seen = "every slope is in its band" if self.ok else f"{len(self.failures)} slope(s) out of band"
+            return "INCONCLUSIVE", (f"{len(self.sizes)} {self.axis}s over {span:g}x are too few to tell a trend from "
+                                    f"noise ({seen}); use at least 4 sizes over at least 8x")
+        growing = [f for f in self.failures if f.low > f.allowed[1]]
+        shrinking = [f for f in self.failures if f.high < f.allowed[0]]
+        steep = [f for f in shrinking if f.high < self.thresholds.shrink_limit]
+        if growing or steep:
+            return "FAIL", ""
+        if shrinking and self.token_limited:
+            worst = shrinking[0]
+            return "INCONCLUSIVE", (
+                f"every failing slope shrinks, none faster than width^{self.thresholds.shrink_limit + self.thresholds.flat:g}"
+                f" (worst: {worst.module}, step {worst.step}, {worst.kind}, {worst.slope:+.2f}), and the smallest "
+                f"width ({min(self.sizes)}) is not much larger than tokens x steps ({self.tokens} x "
+                f"{max(self.last_judged_step, 1)}), where correct updates shrink that much too. Rerun with larger "
+                "widths or fewer tokens per batch.")
+        if shrinking:
+            return "FAIL", ""
+        if self.last_judged_step < 1:
+            size, seed, step = self.unstable_runs()[0]
+            return "INCONCLUSIVE", (f"the probe loss rose at step {step} for {self.axis} {size} (seed {seed}), so "
+                                    "only the initialization could be judged, and it is in order; the learning "
+                                    "rate is past the stable range of the models. Rerun with a smaller lr.")
+        return "PASS", ""
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL, or INCONCLUSIVE (with ``reason``); the rules, in order:
+
+        - fewer than 4 sizes or less than 8x between them: INCONCLUSIVE, whatever the slopes say;
+        - only steps up to ``last_judged_step`` count (before any run turned unstable);
+        - a judged slope that grows past its band: FAIL. Every fault that breaks mu-P but one makes something
+          grow (SP, a missing readout multiplier, unscaled hidden LR or init, 1/sqrt(d) attention);
+        - a judged slope that shrinks faster than ``shrink_limit``: FAIL (a hidden LR scaled twice shrinks the
+          layers' own updates like width^-1);
+        - milder shrinking: FAIL, or INCONCLUSIVE when the widths are token-limited (see Thresholds);
+        - no failure but no step after init judged: INCONCLUSIVE; else PASS.
+        """
+        return self._diagnosis()[0]
 
     @property
     def reason(self) -> str:
         """Why the verdict is inconclusive ("" otherwise)."""
-        if self.verdict != "INCONCLUSIVE":
-            return ""
-        size, seed, step = self.unstable_runs()[0]
-        return (f"every failing slope shrinks with {self.axis}, and the probe loss rose at step {step} for "
-                f"{self.axis} {size} (seed {seed}): the learning rate is past the stable range of the smaller "
-                "models, where a correct parametrization shrinks too. Rerun with a smaller lr.")
+        return self._diagnosis()[1]
 
     def likely_causes(self) -> list[str]:
         """The rules most likely at fault, read off the failing slopes (empty when passing), worst first."""
@@ -169,20 +232,28 @@ class CoordCheckResult:
                 cause = ("grows with depth: the branch multiplier (m_L^-alpha) or the in-block depth LR factor is "
                          "missing" if growing else "shrinks with depth: the branches are scaled too hard, or the "
                          "input part is too small to carry the residual stream (raise multipliers['input'])")
+            elif slope.kind == "scale":
+                cause = ("grows with width: the attention scale stays 1/sqrt(d) instead of mu-P's 1/d (attention not "
+                         "reached, or base_head_dim wrong)" if growing else
+                         "shrinks with width: the attention scale is applied twice")
             elif slope.module.endswith("(attn logits)"):
                 cause = ("grows with width: the attention logits keep 1/sqrt(d) instead of mu-P's 1/d (attention not "
-                         "reached, or base_head_dim wrong)" if growing else
-                         "shrinks faster than width^-1/2: the attention scale is applied twice")
+                         "reached, or base_head_dim wrong)")
             elif slope.module in self.logit_modules:
                 cause = ("grows with width: the readout's 1/m_N multiplier is missing (or the readout was not found: "
                          "name it with readout=)" if growing else
                          "shrinks faster than width^-1/2: the readout multiplier is applied twice")
+            elif slope.kind == "own":
+                cause = ("grows with width: the hidden weights' own updates are too large (LR not scaled by mu-P: for "
+                         "Adam divide by m_fanin)" if growing else
+                         "shrinks with width: the hidden weights' own updates vanish: their LR is scaled too much "
+                         "(e.g. twice)")
             elif growing:
                 cause = ("grows with width: hidden weights are not in mu-P (Adam LR not divided by m_fanin, or init "
                          "not divided by sqrt(m_fanin))")
             else:
-                cause = ("shrinks with width: the hidden-weight LR is scaled too much (e.g. twice), or the LR is past "
-                         "the model's stable range at the smallest widths")
+                cause = ("shrinks with width: the hidden-weight LR is scaled too much (e.g. twice), or the input "
+                         "layers' LR is not scaled up (SGD)")
             modules = causes.setdefault(cause, [])
             if slope.module not in modules:
                 modules.append(slope.module)
@@ -190,11 +261,14 @@ class CoordCheckResult:
 
     @property
     def ok(self) -> bool:
-        return bool(self.slopes) and all(s.ok for s in self.slopes)
+        """No judged slope outside its band (the verdict adds the evidence rules: see ``verdict``)."""
+        return bool(self.slopes) and not self.failures
 
     @property
     def failures(self) -> list[Slope]:
-        return sorted((s for s in self.slopes if not s.ok), key=lambda s: -s.excess)
+        """Judged slopes outside their band, worst first."""
+        last = self.last_judged_step
+        return sorted((s for s in self.slopes if not s.ok and s.step <= last), key=lambda s: -s.excess)
 
     def slope(self, module: str, step: int, kind: str = "out") -> Slope:
         for s in self.slopes:
@@ -214,6 +288,10 @@ class CoordCheckResult:
             lines.insert(1, f"note: {note}")
         for cause in reversed(self.likely_causes()[:4] if verdict == "FAIL" else []):
             lines.insert(1, f"likely cause: {cause}")
+        if self.last_judged_step < self.steps:
+            size, seed, step = self.unstable_runs()[0]
+            lines.insert(1, f"judged: steps 0..{max(self.last_judged_step, 0)} only; the probe loss rose at step {step} "
+                            f"for {self.axis} {size} (seed {seed}), past the stable range of that model")
         if self.reason:
             lines.insert(1, f"inconclusive: {self.reason}")
         for s in rows:
@@ -226,7 +304,9 @@ class CoordCheckResult:
         payload = {"axis": self.axis, "sizes": self.sizes, "steps": self.steps, "seeds": self.seeds,
                    "stat": self.stat, "ok": self.ok, "verdict": self.verdict, "reason": self.reason,
                    "likely_causes": self.likely_causes(), "probe_losses": self.probe_losses, "thresholds": asdict(self.thresholds),
-                   "slopes": [dict(asdict(s), ok=s.ok) for s in self.slopes], "records": self.records}
+                   "last_judged_step": self.last_judged_step, "tokens": self.tokens,
+                   "slopes": [dict(asdict(s), allowed=[_finite(a) for a in s.allowed], ok=s.ok)
+                              for s in self.slopes], "records": self.records}
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(payload, indent=1))
         tmp.replace(path)
@@ -284,9 +364,15 @@ class CoordCheckResult:
         return path
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: an open end of a band is written as null."""
+    return value if math.isfinite(value) else None
+
+
 # ---- what to record ----------------------------------------------------------------------------------
 def _default_modules(root: nn.Module, axis: str) -> dict[str, str]:
-    """key -> what to record ("out", "readout_in", "attn_logits") for the default module set.
+    """key -> what to record ("out", "readout_in", "own") for the default module set (attention logits come
+    from the probe, wherever attention runs).
 
     Width: input layers, residual branches and blocks, attention logits, the readout's input and output
     (and every width-sized layer in a model without residual blocks). Depth: what docs/rules.md and CompleteP
@@ -320,43 +406,37 @@ def _default_modules(root: nn.Module, axis: str) -> dict[str, str]:
                 owner = rec.name.rpartition(".")[0]
                 if rec.role in ("input", "hidden") and owner:
                     chosen.setdefault(owner, "out")
-    if axis == "width":
-        for name, module in modules.items():
-            if isinstance(module, hnn.SelfAttention):
-                chosen[name + ":logits"] = "attn_logits"
-        for rec in plan.modules if plan is not None else []:
-            if rec.kind == "attention" and rec.attribute is not None:  # adapter or attention= sites
-                chosen[rec.name + ":logits"] = "probed_logits"
+    if axis == "width" and plan is not None:
+        for rec in plan.params.values():
+            owner, _, attr = rec.name.rpartition(".")
+            if rec.role == "hidden" and attr == "weight" and _own_update_form(modules.get(owner)) is not None:
+                chosen[owner + ":own"] = "own"
     return chosen
 
 
-def _attention_logits(module: hnn.SelfAttention, x: torch.Tensor) -> torch.Tensor:
-    batch, seq, _ = x.shape
-    inner = module.n_head * module.head_dim
-    if module.fused_qkv:
-        q, k, _ = module.qkv(x).split(inner, dim=-1)
-    else:
-        q, k = module.q(x), module.k(x)
-    q, k = (t.view(batch, seq, module.n_head, module.head_dim).transpose(1, 2) for t in (q, k))
-    return (q @ k.transpose(-1, -2)) * (module.logit_scale_factor / math.sqrt(module.head_dim))
+def _own_update_form(module: nn.Module | None) -> str | None:
+    """How a layer applies its weight: "linear" (x W^T, nn.Linear) or "conv1d" (x W, transformers' Conv1D)."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
+        return "conv1d"
+    return None
 
 
 class _Recorder:
     """Forward hooks that capture the chosen tensors during one probe forward."""
 
-    def __init__(self, root: nn.Module, chosen: dict[str, str]) -> None:
+    def __init__(self, root: nn.Module, chosen: dict[str, str], initial_weights: dict[str, torch.Tensor]) -> None:
         self.captured: dict[str, torch.Tensor] = {}
         modules = dict(root.named_modules())
         self.handles = []
         for key, what in chosen.items():
-            name = key.split(":")[0]
-            module = modules[name]
-            if what == "probed_logits":  # read off the attention calls by _probe, not by a hook
-                continue
+            module = modules[key.split(":")[0]]
             if what == "readout_in":  # before hptransfer's own input multiplier: record what the layer gets
                 self.handles.append(module.register_forward_pre_hook(self._pre(key), prepend=True))
-            elif what == "attn_logits":
-                self.handles.append(module.register_forward_hook(self._logits(key)))
+            elif what == "own":
+                if key in initial_weights:
+                    self.handles.append(module.register_forward_hook(self._own(key, initial_weights[key])))
             else:
                 self.handles.append(module.register_forward_hook(self._out(key)))
 
@@ -372,9 +452,11 @@ class _Recorder:
             self.captured[key] = args[0].detach()
         return hook
 
-    def _logits(self, key: str):  # type: ignore[no-untyped-def]
+    def _own(self, key: str, initial: torch.Tensor):  # type: ignore[no-untyped-def]
         def hook(module, args, output):  # type: ignore[no-untyped-def]
-            self.captured[key] = _attention_logits(module, args[0]).detach()
+            delta = module.weight.detach() - initial
+            x = args[0].detach().to(delta.dtype)
+            self.captured[key] = F.linear(x, delta) if _own_update_form(module) == "linear" else x @ delta
         return hook
 
     def remove(self) -> None:
@@ -384,13 +466,8 @@ class _Recorder:
 
 def _label(key: str) -> str:
     name, _, what = key.partition(":")
-    return {"in": f"{name} (input)", "logits": f"{name} (attn logits)",
+    return {"in": f"{name} (input)", "logits": f"{name} (attn logits)", "scale": f"{name} (attn scale x head dim)",
             "last": "residual stream (last block)"}.get(what, name)
-
-
-def _is_logit(key: str, readouts: set[str]) -> bool:
-    name, _, what = key.partition(":")
-    return what == "logits" or (not what and name in readouts)
 
 
 # ---- the check ---------------------------------------------------------------------------------------
@@ -513,19 +590,34 @@ def coord_check(
             probe_inputs, probe_targets = first = next(batches)
             tokens = int(probe_targets.numel())
             probe_inputs = _to(probe_inputs, device)
+            if _pending_first_forward(root):  # its attention check runs extra forwards: keep them out of the probe
+                with torch.no_grad():
+                    model(probe_inputs)
+            modules_now = dict(root.named_modules())
+            weights0 = {key: modules_now[key.split(":")[0]].weight.detach().clone()
+                        for key, what in chosen.items() if what == "own"}
+            attention = axis == "width" and modules is None
             initial: dict[str, torch.Tensor] = {}
             for step in range(steps + 1):
-                captured, output = _probe(model, root, chosen, probe_inputs)
+                captured, output, calls = _probe(model, root, chosen, probe_inputs, weights0, attention)
+                if step == 0:
+                    result.records += _scale_records(calls, seed, size)
+                    attention = bool(calls)  # none at init: none later, so skip the probe's overhead
                 with torch.no_grad():
                     probe_loss = float(loss_fn(output, _to(probe_targets, device)))
                 result.probe_losses.append(dict(seed=seed, size=size, step=step, value=probe_loss))
                 for key, tensor in captured.items():
+                    name = _pool(key, axis)
+                    if key.endswith(":own"):  # already a change since init
+                        if step > 0:
+                            result.records.append(dict(seed=seed, size=size, step=step, module=name, kind="own",
+                                                       value=statistic(tensor)))
+                        continue
                     if step == 0:
                         initial[key] = tensor
-                    name = _pool(key, axis)
                     result.records.append(dict(seed=seed, size=size, step=step, module=name, kind="out",
                                                value=statistic(tensor)))
-                    if step > 0 and initial[key].shape == tensor.shape:
+                    if step > 0 and key in initial and initial[key].shape == tensor.shape:
                         result.records.append(dict(seed=seed, size=size, step=step, module=name, kind="update",
                                                    value=statistic(tensor - initial[key])))
                 if step == steps:
@@ -541,9 +633,9 @@ def coord_check(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            del model, root, opt, groups
-            gc.collect()
-            if device.type == "cuda":
+            del model, root, opt, groups, weights0, initial, modules_now
+            if device.type == "cuda":  # a full collection costs ~0.1 s: only where cached memory must go back
+                gc.collect()
                 torch.cuda.empty_cache()
             bar.update(1)
     bar.close()
@@ -553,6 +645,7 @@ def coord_check(
     _pool_depth(result, axis)
     result.slopes = _fit_slopes(result, readouts)
     result.logit_modules = {_label(k) for k in readouts}
+    result.tokens = tokens
     shrinking = [f for f in result.failures if f.module == _label(":last") and f.slope < 0]
     if axis == "depth" and shrinking and (result.depth_alpha or 0) > 0.5:
         result.notes.append(
@@ -565,8 +658,16 @@ def coord_check(
         result.notes.append(
             f"the smallest width ({min(distinct)}) is not much larger than tokens per batch x steps "
             f"({tokens} x {steps}); mu-P's predictions are for width >> that, and quantities with token-specific "
-            "gradients (attention logits) shrink with width until then. Use fewer tokens or larger widths.")
+            "gradients (attention logits, Adam's updates) shrink with width until then. Use fewer tokens or "
+            "larger widths.")
     return result
+
+
+def _pending_first_forward(root: nn.Module) -> bool:
+    """Whether parametrize left its attention check for the model's first forward (no example inputs)."""
+    from .parametrize import _FirstForwardCheck
+
+    return any(isinstance(hook, _FirstForwardCheck) for hook in root._forward_pre_hooks.values())
 
 
 def _modules_of_largest(build: Callable[[int], nn.Module], sizes: list[int], axis: str) -> dict[str, str]:
@@ -604,24 +705,33 @@ def _choose_modules(root: nn.Module, globs: str | Sequence[str] | None, axis: st
 
 
 @torch.no_grad()
-def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str],
-           inputs: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    recorder = _Recorder(root, chosen)
-    probed = [key for key, what in chosen.items() if what == "probed_logits"]
+def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str], inputs: Any,
+           initial_weights: dict[str, torch.Tensor], attention: bool) -> tuple[dict[str, torch.Tensor], Any, list]:
+    """One forward on the probe batch: the chosen tensors, the output, and (``attention``) every attention call
+    (the last one per module), whose ``scale * q @ k^T`` are captured as "<module>:logits"."""
+    recorder = _Recorder(root, chosen, initial_weights)
     outputs: list[Any] = []
+    calls: list[Any] = []
     try:
-        if probed:  # attention computed inside library code (transformers): scale * q @ k^T from its calls
+        if attention:  # wherever it is computed: hptransfer's modules, SDPA in user code, transformers
             calls = AttentionProbe(root, keep_logits=True).run(lambda: outputs.append(model(inputs)))
-            for key in probed:
-                name = key.split(":")[0]
-                logits = next((c.logits for c in calls if c.module == name and c.logits is not None), None)
-                if logits is not None:
-                    recorder.captured[key] = logits
         else:
             outputs.append(model(inputs))
     finally:
         recorder.remove()
-    return recorder.captured, outputs[0]
+    last = {call.module: call for call in calls}
+    for name, call in last.items():
+        if call.logits is not None:
+            recorder.captured[f"{name}:logits"] = call.logits
+    return recorder.captured, outputs[0], list(last.values())
+
+
+def _scale_records(calls: list, seed: int, size: int) -> list[dict[str, Any]]:
+    """``scale * head_dim`` of each attention call: mu-P's 1/d scale keeps it constant across widths, 1/sqrt(d)
+    makes it grow like sqrt(d). Judged only where the scale is an argument (SDPA, flex) or a factor seen
+    between q @ k^T and the softmax (a scale folded into q or k beforehand is invisible to the probe)."""
+    return [dict(seed=seed, size=size, step=0, module=_label(f"{c.module}:scale"), kind="scale",
+                 value=c.scale * c.head_dim) for c in calls if c.kind != "softmax" or c.scale != 1.0]
 
 
 def _pool(key: str, axis: str) -> str:
@@ -662,7 +772,10 @@ def _fit_slopes(result: CoordCheckResult, readouts: set[str]) -> list[Slope]:
         if module in logit_labels and (step == 0 or result.axis == "width"):
             allowed = (result.thresholds.init_logit_low, flat)
         if module.endswith("(attn logits)"):
-            allowed = (result.thresholds.attn_logit_low, flat)
+            low = result.thresholds.attn_logit_low
+            allowed = (-math.inf if low is None else low, flat)
+        if kind == "own":
+            allowed = (result.thresholds.own_low, flat)
         if result.axis == "depth" and step == 0 and kind == "out" and result.depth_alpha is not None:
             allowed = (min(0.0, 0.5 - result.depth_alpha) - flat, flat)
         slopes.append(Slope(module, step, kind, mean, mean - spread, mean + spread, allowed))

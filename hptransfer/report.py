@@ -74,8 +74,9 @@ def write_report(run_dir: Path, *, title: str, scheme: str, axis: str, optima: l
     """report.md: coordinate check verdict, proxy sweep with optimum per size, the transfer and the target."""
     lines = [f"# {title}", "", f"Scheme **{scheme}**, proxies along **{axis}**.", ""]
     if coord is not None:
-        lines += ["## Coordinate check", "", f"Verdict: **{'PASS' if coord.ok else 'FAIL'}** "
-                  f"({len(coord.failures)} of {len(coord.slopes)} slopes outside their band).", ""]
+        lines += ["## Coordinate check", "", f"Verdict: **{coord.verdict}** "
+                  f"({len(coord.failures)} of {len(coord.slopes)} slopes outside their band)."
+                  + (f" {coord.reason}" if coord.reason else ""), ""]
         if "coord" in pictures:
             lines += [f"![coordinate check]({pictures['coord']})", ""]
     lines += ["## Proxy sweep", "", f"| proxy {axis} | optimal log2 LR (interpolated) | grid point | best val loss | note |",

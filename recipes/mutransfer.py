@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> float:
             coord = run_coord_check(ctx, directory)
             if wandb_run is not None:
                 wandb_run.summary["coord_check/ok"] = coord.ok
+                wandb_run.summary["coord_check/verdict"] = coord.verdict
         print(coord.summary(4))
     total = len(cfg.proxy.sizes) * (len(ctx.sweep.grid()) if ctx.sweep.kind == "lr_grid" else ctx.sweep.n_trials)
     with maybe_wandb(cfg, "proxy", directory) as wandb_run:

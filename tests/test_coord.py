@@ -146,14 +146,16 @@ def test_agrees_with_mup_get_coord_data():
 
 
 def test_outputs_plot_json_summary(tmp_path):
-    result = coord_check(resmlp_builder("sp"), [64, 128, 256], data=MLP_DATA, lr=1e-2, steps=2, seeds=1)
+    result = coord_check(resmlp_builder("sp"), [64, 128, 256, 512], data=MLP_DATA, lr=1e-2, steps=2, seeds=1)
     assert not result.ok
     worst = result.failures[0]
     assert worst.module in result.summary() and "FAIL" in result.summary()
+    few = coord_check(resmlp_builder("sp"), [64, 128, 256], data=MLP_DATA, lr=1e-2, steps=2, seeds=1)
+    assert not few.ok and few.verdict == "INCONCLUSIVE" and "too few" in few.summary()
     png = result.plot(tmp_path / "coord.png")
     assert png.stat().st_size > 10_000
     data = json.loads(result.to_json(tmp_path / "coord.json").read_text())
-    assert data["ok"] is False and len(data["records"]) == len(result.records)
+    assert data["ok"] is False and data["verdict"] == "FAIL" and len(data["records"]) == len(result.records)
     assert {"seed", "size", "step", "module", "kind", "value"} <= set(data["records"][0])
 
 

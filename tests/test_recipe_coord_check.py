@@ -16,7 +16,7 @@ from omegaconf.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "coord_check.py"
-FAST = ["model=resmlp", "sizes=[64,128,256]", "fast=true", "model.depth=2"]
+FAST = ["model=resmlp", "sizes=[32,64,128,256]", "fast=true", "model.depth=2"]
 
 
 
@@ -57,6 +57,14 @@ def test_fail_exits_nonzero_and_still_writes_files(tmp_path):
     assert proc.returncode == 1
     assert "FAIL" in (out / "summary.md").read_text()
     assert json.loads((out / "coord_check.json").read_text())["ok"] is False
+
+
+def test_too_few_sizes_exit_two_with_the_reason(tmp_path):
+    out = tmp_path / "run"
+    proc = run([*FAST, "sizes=[64,128,256]", "scheme=mup", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = (out / "summary.md").read_text()
+    assert "INCONCLUSIVE" in summary and "too few" in summary
 
 
 def test_depth_axis(tmp_path):
