@@ -121,6 +121,8 @@ class SweepConfig:
     storage: Optional[str] = None
     study: str = "hptransfer"
     seed: int = 0
+    heartbeat_s: float = 5.0
+    stale_after_s: float = 30.0
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Sweeps on the proxy over an Optuna study (the trials ledger), and picking the optimum.
 
-The ledger is an Optuna study per proxy size: SQLite in the run dir by default, any SQLAlchemy URL (e.g.
-PostgreSQL) to share one sweep between many workers. LR sweeps use a grid on log2 LR (Optuna's GridSampler);
-multi-hyperparameter searches use TPE. Running the same command again finishes a killed sweep: finished grid
-points are never repeated, a trial killed mid-run is run again. A diverged trial is recorded as failed with
-its reason and the sweep goes on. The best LR is the interpolated optimum (a parabola through the grid
+The ledger is an Optuna study per proxy size: SQLite in the run dir by default, or a PostgreSQL URL to share
+one sweep between many workers (hptransfer.ledger: how workers share it and survive being killed). LR sweeps
+are a grid on log2 LR, enqueued as fixed trials; multi-hyperparameter searches use TPE. Running the same
+command again finishes a killed sweep: finished grid points are never repeated, a trial killed mid-run is
+run again. A diverged trial is recorded as failed with its reason and the sweep goes on. The best LR is the interpolated optimum (a parabola through the grid
 minimum and its neighbours in log2 LR), not just the grid point.
 """
 
@@ -14,7 +14,6 @@ import csv
 import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import HptError
+from .ledger import INTERRUPTED, is_interrupted, open_storage, retry_races, work_grid
 from .train import HParams, TrainResult
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ class SweepSettings:
     storage: str | None = None  # default: sqlite:///<run dir>/trials.db
     study: str = "hptransfer"
     seed: int = 0
+    heartbeat_s: float = 5.0  # a running trial's heartbeat period
+    stale_after_s: float = 30.0  # a trial without heartbeat for this long is interrupted, and re-run
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two sweeps the same experiment (not how its workers beat)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("heartbeat_s", "stale_after_s")}
 
     def grid(self) -> list[float]:
         if self.log2_lr_step <= 0 or self.log2_lr_max < self.log2_lr_min:
@@ -91,40 +97,24 @@ def _quiet_optuna() -> Any:
     return optuna
 
 
-def open_study(name: str, storage: str, fingerprint: dict[str, Any], sampler: Any) -> Any:
+def open_study(name: str, storage: Any, fingerprint: dict[str, Any], sampler: Any) -> Any:
     """Create or load a study; refuse one that another experiment created."""
     optuna = _quiet_optuna()
-    study = _retry(lambda: optuna.create_study(study_name=name, storage=_storage(storage), load_if_exists=True,
+    study = retry_races(lambda: optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                                direction="minimize", sampler=sampler))
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", fingerprint)
     elif stored != fingerprint:
         differ = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
-        raise TuneError(f"study {name!r} in {storage} was made by another experiment ({', '.join(differ)} differ); "
-                        "use a new run dir (hydra.run.dir=...) or sweep.storage/sweep.study, nothing was changed")
+        raise TuneError(f"study {name!r} in {_where(storage)} was made by another experiment ({', '.join(differ)} "
+                        "differ); use a new run dir (hydra.run.dir=...) or sweep.storage/sweep.study, nothing was "
+                        "changed")
     return study
 
 
-def _storage(url: str) -> Any:
-    """An RDB storage; SQLite waits up to 60 s for a lock instead of failing when workers write at once."""
-    optuna = _quiet_optuna()
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-
-
-def _retry(make: Callable[[], Any], attempts: int = 8) -> Any:
-    """Workers that start together race to create the ledger's schema; the losers retry."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    for attempt in range(attempts):
-        try:
-            return make()
-        except (IntegrityError, OperationalError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+def _where(storage: Any) -> str:
+    return str(getattr(storage, "url", storage))
 
 
 Objective = Callable[[int, HParams], TrainResult]
@@ -135,18 +125,18 @@ def run_sweep(objective: Objective, sizes: list[int], base_hp: HParams, sweep: S
     """Run (or finish) the sweep for every proxy size; returns each size's optimum."""
     optuna = _quiet_optuna()
     optima = []
+    ledger = open_storage(storage, sweep.heartbeat_s, sweep.stale_after_s)
     for size in sizes:
         name = f"{sweep.study}-{size}"
         if sweep.kind == "lr_grid":
-            grid = sweep.grid()
-            sampler = optuna.samplers.GridSampler({"log2_lr": grid}, seed=sweep.seed)
+            sampler = optuna.samplers.RandomSampler(seed=sweep.seed)  # unused: every grid trial has fixed params
         elif sweep.kind == "random":
             if not sweep.space:
                 raise TuneError("sweep.kind=random needs sweep.space, e.g. {lr: [1e-4, 1e-1], output: [0.25, 4]}")
             sampler = optuna.samplers.TPESampler(seed=sweep.seed)
         else:
             raise TuneError(f"sweep.kind={sweep.kind!r}: choose lr_grid or random")
-        study = open_study(name, storage, dict(fingerprint, size=size, sweep=asdict(sweep)), sampler)
+        study = open_study(name, ledger, dict(fingerprint, size=size, sweep=sweep.fingerprint()), sampler)
 
         def trial_fn(trial: Any, size: int = size) -> float:
             hp = _suggest(trial, base_hp, sweep)
@@ -158,13 +148,13 @@ def run_sweep(objective: Objective, sizes: list[int], base_hp: HParams, sweep: S
                 trial.set_user_attr("fail_reason", f"diverged: {result.reason}")
                 if progress:
                     progress(f"size {size}: lr 2^{math.log2(hp.lr):.2f} diverged ({result.reason})")
-                return float("nan")  # Optuna records the trial as FAIL, the sweep goes on
+                return float("nan")  # recorded as FAIL, the sweep goes on
             if progress:
                 progress(f"size {size}: lr 2^{math.log2(hp.lr):.2f} -> val loss {result.val_loss:.4f}")
             return result.val_loss
 
         if sweep.kind == "lr_grid":
-            study.optimize(trial_fn, n_trials=None if not sampler.is_exhausted(study) else 0)
+            work_grid(study, ledger, storage, sweep.grid(), trial_fn, sweep.heartbeat_s)
         else:
             finished = [t for t in study.trials if t.state.is_finished()]
             study.optimize(trial_fn, n_trials=max(0, sweep.n_trials - len(finished)))
@@ -206,13 +196,14 @@ def trial_rows(storage: str, sweep: SweepSettings, sizes: list[int]) -> list[dic
     optuna = _quiet_optuna()
     rows = []
     for size in sizes:
-        study = optuna.load_study(study_name=f"{sweep.study}-{size}", storage=_storage(storage))
+        study = optuna.load_study(study_name=f"{sweep.study}-{size}", storage=open_storage(storage))
         for t in study.trials:
             lr = t.user_attrs.get("lr")
             rows.append({"size": size, "trial": t.number, "state": t.state.name,
                          "log2_lr": math.log2(lr) if lr else None, "lr": lr,
                          "val_loss": t.user_attrs.get("val_loss"), "train_loss": t.user_attrs.get("train_loss"),
-                         "seconds": t.user_attrs.get("seconds"), "fail_reason": t.user_attrs.get("fail_reason", ""),
+                         "seconds": t.user_attrs.get("seconds"),
+                         "fail_reason": t.user_attrs.get("fail_reason", INTERRUPTED if is_interrupted(t) else ""),
                          **{f"param_{k}": v for k, v in t.params.items()}})
     return rows
 
