@@ -1,7 +1,7 @@
 """Fault injection: does the coordinate-check verdict pass every correct scheme and fail every broken one?
 
 For each model kind, optimizer, learning rate and step count, runs the width check (widths 64..512, base 64,
-3 seeds) under the correct mu-P scheme and under each fault of hptransfer.faults (one rule removed or doubled);
+3 seeds) under the correct mu-P scheme and under each fault of hptransfer.verify.faults (one rule removed or doubled);
 and the depth check (depths 2..16, base 2) under CompleteP / Depth-muP and their faults. Prints a table of
 false alarms (a correct scheme that FAILs), misses (a fault that PASSes) and inconclusive verdicts, and writes
 every verdict to bench/results/coord_faults-<device>.json.
@@ -21,10 +21,10 @@ from typing import Any, Callable
 import torch
 
 import hptransfer as hpt
-from hptransfer.coord import CoordCheckError
+from hptransfer.verify.coord import CoordCheckError
 from hptransfer.data.synthetic import gaussian_mixture
 from hptransfer.data.text import text_batch
-from hptransfer.faults import DEPTH_FAULTS, MUP, WIDTH_FAULTS
+from hptransfer.verify.faults import DEPTH_FAULTS, MUP, WIDTH_FAULTS
 from hptransfer.models import GPT, PlainGPT, PlainResMLP
 
 from common import RESULTS, write_result

@@ -28,7 +28,7 @@ from hptransfer.data import load_data
 from hptransfer.data.datasets import Classification
 from hptransfer.data.text import CharTokenizer, builtin_text
 from hptransfer.models import ModelSpec
-from hptransfer.train import HParams, TrainSettings, train
+from hptransfer.pipeline.train import HParams, TrainSettings, train
 
 from common import RESULTS, device_name, write_result
 from sweeps import add_sweep_arguments, sweep_settings, sweep_sizes

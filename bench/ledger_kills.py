@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import write_result  # noqa: E402
 from postgres import postgres_server  # noqa: E402
 
 STUDY = "hptransfer-32"  # study "hptransfer", proxy size 32
@@ -51,7 +52,7 @@ def start_worker(storage: str, run_dir: Path, steps: int, log: Path) -> subproce
 def _trials(storage: str) -> list[Any]:
     import optuna
 
-    from hptransfer.ledger import open_storage
+    from hptransfer.pipeline.ledger import open_storage
 
     try:
         return optuna.load_study(study_name=STUDY, storage=open_storage(storage)).get_trials(deepcopy=False)
@@ -144,7 +145,11 @@ def main() -> None:
         figures["same_lr_as_uninterrupted"] = all(abs(c - reference) < 1e-9 for c in figures["chosen_log2_lr"])
         rows.append((backend, figures))
         print(backend, json.dumps(figures), flush=True)
-    print(f"\nuninterrupted single worker: chosen log2 lr {reference:.4f}\n")
+    import torch
+
+    path = write_result("ledger_kills", torch.device("cpu"), {"kills": args.kills, "steps": args.steps, "grid": GRID,
+                                                             "uninterrupted_log2_lr": reference, "backends": dict(rows)})
+    print(f"\nuninterrupted single worker: chosen log2 lr {reference:.4f}; wrote {path}\n")
     print("| backend | kills (mid-trial) | marked interrupted | lost | duplicated | re-run | same LR | workers exit | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for backend, f in rows:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from hptransfer.scaling import HUBER_DELTA, _chinchilla_objective, chinchilla_grid, fit_chinchilla
+from hptransfer.scaling.fit import HUBER_DELTA, _chinchilla_objective, chinchilla_grid, fit_chinchilla
 
 from common import write_result
 

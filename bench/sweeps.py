@@ -1,5 +1,5 @@
 """LR sweeps shared by the transfer benchmarks: mean final validation loss over seeds per log2 LR, and the
-interpolated optimum (hptransfer.tune.interpolated_optimum).
+interpolated optimum (hptransfer.pipeline.tune.interpolated_optimum).
 
 Two ways to choose the points:
 - ``lr_sweep``: a fixed grid (both sides of a comparison see the same points), plus half-octave points beside
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hptransfer.tune import interpolated_optimum
+from hptransfer.pipeline.tune import interpolated_optimum
 
 Run = Callable[[float, int], float]  # (log2_lr, seed) -> final validation loss, NaN when diverged
 

@@ -3,7 +3,7 @@
 from . import adapters, nn, rules, testing
 from .adapters import AdapterError
 from .attention import AttentionError
-from .coord import CoordCheckError, CoordCheckResult, Thresholds, coord_check
+from .verify.coord import CoordCheckError, CoordCheckResult, Thresholds, coord_check
 from .init import InitError
 from .errors import (AlreadyParametrizedError, BaseShapeError, BranchError, HptError, NotParametrizedError,
                      ReadoutError, SchemeError, ShapesFileError)

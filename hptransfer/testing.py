@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from .coord import CoordCheckResult, coord_check
+from .verify.coord import CoordCheckResult, coord_check
 
 
 class CoordCheckFailed(AssertionError):

@@ -22,9 +22,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hptransfer import Thresholds, coord_check
-from hptransfer.config import register_configs
+from hptransfer.pipeline.config import register_configs
 from hptransfer.data import gaussian_mixture, text_batch
-from hptransfer.loggers import start_wandb
+from hptransfer.pipeline.loggers import start_wandb
 from hptransfer.models import ModelSpec
 from hptransfer.models.registry import LANGUAGE_MODELS
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from hptransfer.config import register_configs
-from hptransfer.pipeline import chosen_hparams, load_tune, prepare
-from hptransfer.scaling_study import run_scaling
+from hptransfer.pipeline.config import register_configs
+from hptransfer.pipeline.stages import chosen_hparams, load_tune, prepare
+from hptransfer.scaling.study import run_scaling
 
-from _common import run_dir
+from hptransfer.pipeline.console import run_dir
 
 register_configs()
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from hptransfer.config import register_configs
-from hptransfer.pipeline import chosen_hparams, is_rank_zero, load_tune, prepare, report, run_target
+from hptransfer.pipeline.config import register_configs
+from hptransfer.pipeline.stages import chosen_hparams, is_rank_zero, load_tune, prepare, report, run_target
 
-from _common import maybe_wandb, run_dir, training_bar
+from hptransfer.pipeline.console import maybe_wandb, run_dir, training_bar
 
 register_configs()
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from hptransfer.config import register_configs
-from hptransfer.pipeline import prepare, run_tune
+from hptransfer.pipeline.config import register_configs
+from hptransfer.pipeline.stages import prepare, run_tune
 
-from _common import maybe_wandb, progress_printer, run_dir
+from hptransfer.pipeline.console import maybe_wandb, progress_printer, run_dir
 
 register_configs()
 

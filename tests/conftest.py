@@ -50,7 +50,7 @@ def hydra_conf():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from hptransfer.config import register_configs
+    from hptransfer.pipeline.config import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

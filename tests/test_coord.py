@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import hptransfer as hpt
-from hptransfer.coord import CoordCheckError, coord_check
+from hptransfer.verify.coord import CoordCheckError, coord_check
 from hptransfer.models import GPT, PlainGPT, PlainResMLP
 
 from conftest import meta, tiny_gpt_builder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import hptransfer as hpt
-from hptransfer.faults import MUP, WIDTH_FAULTS
+from hptransfer.verify.faults import MUP, WIDTH_FAULTS
 
 from hf_models import FAMILIES, meta, token_batches
 

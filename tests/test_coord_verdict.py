@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import hptransfer as hpt
-from hptransfer.coord import CoordCheckResult, Slope, Thresholds
+from hptransfer.verify.coord import CoordCheckResult, Slope, Thresholds
 from hptransfer.data.synthetic import gaussian_mixture
-from hptransfer.faults import WIDTH_FAULTS
+from hptransfer.verify.faults import WIDTH_FAULTS
 from hptransfer.models import PlainGPT, PlainResMLP
 from hptransfer.data.text import text_batch
 from hptransfer.rules import MUP_TABLE, SCHEMES, Power

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ledger_kills import kill_and_resume, uninterrupted  # noqa: E402
 from postgres import missing, postgres_server  # noqa: E402
 
-from hptransfer.ledger import claim, enqueue_missing, ledger_lock, open_storage  # noqa: E402
+from hptransfer.pipeline.ledger import claim, enqueue_missing, ledger_lock, open_storage  # noqa: E402
 
 
 @pytest.fixture(scope="module")

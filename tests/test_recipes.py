@@ -171,6 +171,55 @@ def test_torchrun_two_cpu_processes(tmp_path, parallel):
     assert len(lines) == 8 + 1  # rank 0 only: one line per step and the final evaluation
 
 
+def _torchrun(args: list[str], cwd: Path, **popen: object) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "recipes" / "transfer.py"), *args]
+    return subprocess.Popen(command, cwd=cwd, env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _process_tree(pid: int) -> list[int]:
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid] + [p for child in children for p in _process_tree(int(child))]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_fsdp2_run_killed_and_resumed_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path):
+    import torch
+
+    args = [*TINY, "lr=0.003", "train.steps=60", "train.parallel=fsdp2", "train.checkpoint_every=20"]
+    straight = _torchrun([*args, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
+    expected = json.loads((tmp_path / "straight" / "transfer.json").read_text())["result"]
+
+    run = tmp_path / "killed"
+    victim = _torchrun([*args, f"hydra.run.dir={run}"], tmp_path)
+    deadline, step = time.time() + 300, 0
+    while time.time() < deadline and victim.poll() is None:
+        extras = run / "checkpoint" / "extras-0.pt"
+        try:
+            step = torch.load(extras, weights_only=True)["step"] if extras.exists() else 0
+        except Exception:  # being swapped in
+            step = 0
+        if 0 < step < 60:
+            for pid in _process_tree(victim.pid):  # torchrun and both ranks (in their own process groups)
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    victim.wait()
+    time.sleep(1)
+    assert 0 < step < 60 and not (run / "transfer.json").exists(), "the run was not killed mid-way"
+    assert torch.load(run / "checkpoint" / "extras-0.pt", weights_only=True)["step"] == step  # nothing ran on
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp",
+                                                                      "extras-0.pt", "extras-1.pt"]
+    resumed = _torchrun([*args, "train.resume=true", f"hydra.run.dir={run}"], tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()[-3000:]
+    result = json.loads((run / "transfer.json").read_text())["result"]
+    assert result["train_losses"] == expected["train_losses"] and len(expected["train_losses"]) == 60
+    assert result["val_loss"] == expected["val_loss"]  # bit for bit: weights, optimizer state, LR factors, data
+
+
 def test_wandb_offline_files(tmp_path):
     pytest.importorskip("wandb")
     out = tmp_path / "run"
@@ -190,6 +239,43 @@ def test_joblib_multirun_workers_share_one_ledger(tmp_path):
     with sqlite3.connect(tmp_path / "shared.db") as con:
         states = con.execute("select state, count(*) from trials group by state").fetchall()
     assert dict(states).get("COMPLETE", 0) >= 4  # the 4-point grid, finished by two workers
+
+
+def _ledger(db: Path) -> list[tuple[float, str, float]]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select p.param_value, t.state, v.value from trials t join trial_params p "
+                           "on p.trial_id = t.trial_id left join trial_values v on v.trial_id = t.trial_id").fetchall()
+    return sorted((round(x, 6), state, round(v, 9) if v is not None else None) for x, state, v in rows)
+
+
+def test_submitit_local_sweep_matches_the_basic_launcher(tmp_path):
+    """The job a cluster user submits (hydra/launcher=slurm is submitit too) is the one tested here: two
+    workers through submitit's local executor write the same ledger and pick the same LR as the basic launcher."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the dev extra has hydra-submitit-launcher")
+    chosen = {}
+    for launcher in ("basic", "submitit_local"):
+        db = tmp_path / f"{launcher}.db"
+        args = ["-m", *TINY, "train.steps=30", "sweep.log2_lr_min=-10", "sweep.log2_lr_max=-2", "+worker=0,1",
+                f"hydra/launcher={launcher}", f"sweep.storage='sqlite:///{db}'",
+                f"hydra.sweep.dir={tmp_path / launcher}"]
+        if launcher == "submitit_local":
+            args.append("hydra.launcher.timeout_min=10")
+        proc = recipe("tune", args, tmp_path, OMP_NUM_THREADS="1")
+        assert proc.returncode == 0, shown(proc)
+        chosen[launcher] = [json.loads((tmp_path / launcher / str(i) / "tune.json").read_text())["chosen"]["log2_lr"]
+                            for i in (0, 1)]
+    assert list((tmp_path / "submitit_local" / ".submitit").iterdir())  # it really went through submitit
+    assert _ledger(tmp_path / "basic.db") == _ledger(tmp_path / "submitit_local.db")
+    assert len(_ledger(tmp_path / "basic.db")) == 5  # log2 lr -10..-2 in steps of 2 (smoke): each point once
+    assert chosen["submitit_local"] == pytest.approx(chosen["basic"], abs=1e-12)
+
+
+def test_slurm_launcher_config_composes(hydra_conf):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the dev extra has hydra-submitit-launcher")
+    cfg = compose("tune", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.gpus_per_node == 1 and launcher.array_parallelism == 8 and launcher.timeout_min == 240
 
 
 def test_your_own_model_by_import_path(tmp_path):

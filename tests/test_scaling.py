@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hptransfer.scaling import (ChinchillaFit, FewSizesWarning, ScalingFitError, drop_early, fit_chinchilla,
+from hptransfer.scaling.fit import (ChinchillaFit, FewSizesWarning, ScalingFitError, drop_early, fit_chinchilla,
                                 fit_power_law, width_limit)
 
 # Hoffmann et al. (2022)'s published fit, used as the ground truth of synthetic runs

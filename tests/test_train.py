@@ -10,7 +10,7 @@ import torch
 
 from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
-from hptransfer.train import HParams, TrainError, TrainSettings, lr_factor, train
+from hptransfer.pipeline.train import HParams, TrainError, TrainSettings, lr_factor, train
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .coord import CoordCheckResult, coord_check
-from .data import load_data
-from .data.datasets import Classification, TokenStream
-from .errors import HptError
-from .models.registry import LANGUAGE_MODELS, ModelSpec, UnknownModelError, resolve_family
+from ..verify.coord import CoordCheckResult, coord_check
+from ..data import load_data
+from ..data.datasets import Classification, TokenStream
+from ..errors import HptError
+from ..models.registry import LANGUAGE_MODELS, ModelSpec, UnknownModelError, resolve_family
 from .report import plot_curve, plot_lr_sweep, write_report
-from .rules import SCHEMES
+from ..rules import SCHEMES
 from .train import HParams, OptimSettings, TrainResult, TrainSettings, train
 from .tune import Optimum, SweepSettings, optimum_shift, run_sweep, trial_rows, write_json, write_trials_csv
 
@@ -200,8 +200,9 @@ def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run:
             "multipliers": hp.multipliers, "source": source, "scheme": ctx.scheme,
             "target": {"family": ctx.spec.family, "width": ctx.spec.width, "depth": ctx.spec.depth},
             "base": {"width": ctx.spec.base_width, "depth": ctx.spec.base_depth},
-            "result": {"val_loss": result.val_loss, "diverged": result.diverged, "reason": result.reason,
-                       "seconds": result.seconds, "tokens": result.tokens}})
+            "result": {"val_loss": result.val_loss, "train_loss": result.train_loss, "diverged": result.diverged,
+                       "reason": result.reason, "seconds": result.seconds, "tokens": result.tokens,
+                       "train_losses": [row["train_loss"] for row in result.curve if "val_loss" not in row]}})
         if result.curve:
             plot_curve(result.curve, run_dir / "target_loss.png",
                        f"target {ctx.spec.family} w{ctx.spec.width} d{ctx.spec.depth}, lr {hp.lr:.3g}")

@@ -1,7 +1,7 @@
 """Sweeps on the proxy over an Optuna study (the trials ledger), and picking the optimum.
 
 The ledger is an Optuna study per proxy size: SQLite in the run dir by default, or a PostgreSQL URL to share
-one sweep between many workers (hptransfer.ledger: how workers share it and survive being killed). LR sweeps
+one sweep between many workers (hptransfer.pipeline.ledger: how workers share it and survive being killed). LR sweeps
 are a grid on log2 LR, enqueued as fixed trials; multi-hyperparameter searches use TPE. Running the same
 command again finishes a killed sweep: finished grid points are never repeated, a trial killed mid-run is
 run again. A diverged trial is recorded as failed with its reason and the sweep goes on. The best LR is the interpolated optimum (a parabola through the grid
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import HptError
+from ..errors import HptError
 from .ledger import INTERRUPTED, is_interrupted, open_storage, retry_races, work_grid
 from .train import HParams, TrainResult
 

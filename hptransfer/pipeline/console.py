@@ -10,8 +10,8 @@ from typing import Any, Iterator
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from hptransfer.loggers import start_wandb
-from hptransfer.pipeline import is_rank_zero
+from .loggers import start_wandb
+from .stages import is_rank_zero
 
 
 def run_dir() -> Path:

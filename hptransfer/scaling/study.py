@@ -9,11 +9,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .pipeline import Context
-from .report import _pyplot
-from .scaling import drop_early, fit_power_law, width_limit
-from .train import HParams, train
-from .tune import write_json
+from ..pipeline.stages import Context
+from ..pipeline.report import _pyplot
+from .fit import drop_early, fit_power_law, width_limit
+from ..pipeline.train import HParams, train
+from ..pipeline.tune import write_json
 
 
 def _params(ctx: Context, size: int) -> int:

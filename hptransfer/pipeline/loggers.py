@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import HptError
+from ..errors import HptError
 
 
 class LoggerError(HptError, RuntimeError):

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import nn as hnn
-from .errors import HptError
-from .attention import AttentionProbe
-from .optim import param_groups
-from .outputs import output_logits
-from .parametrize import get_plan, unwrap
-from .shapes import as_globs, index_pattern, match_any
+from .. import nn as hnn
+from ..errors import HptError
+from ..attention import AttentionProbe
+from ..optim import param_groups
+from ..outputs import output_logits
+from ..parametrize import get_plan, unwrap
+from ..shapes import as_globs, index_pattern, match_any
 
 log = logging.getLogger(__name__)
 
@@ -665,7 +665,7 @@ def coord_check(
 
 def _pending_first_forward(root: nn.Module) -> bool:
     """Whether parametrize left its attention check for the model's first forward (no example inputs)."""
-    from .parametrize import _FirstForwardCheck
+    from ..parametrize import _FirstForwardCheck
 
     return any(isinstance(hook, _FirstForwardCheck) for hook in root._forward_pre_hooks.values())
 

@@ -22,15 +22,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from . import nn as hnn
-from .data.datasets import Classification, TokenStream
-from .errors import HptError
-from .models.registry import ModelSpec
-from .optim import param_groups
-from .outputs import output_logits
+from .. import nn as hnn
+from ..data.datasets import Classification, TokenStream
+from ..errors import HptError
+from ..models.registry import ModelSpec
+from ..optim import param_groups
+from ..outputs import output_logits
+from . import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"
 
 
 class TrainError(HptError, RuntimeError):
@@ -160,12 +160,6 @@ def evaluate(model: nn.Module, data: TokenStream | Classification, settings: Tra
     return sum(losses) / len(losses)
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: HParams,
           settings: TrainSettings = TrainSettings(), optim: OptimSettings = OptimSettings(), *,
           width: int | None = None, depth: int | None = None, run_dir: Path | None = None,
@@ -173,10 +167,12 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
     """Train the ``spec`` model at (width, depth) under ``scheme`` with hyperparameters ``hp``.
 
     Returns a TrainResult; a run whose loss becomes non-finite or exceeds ``diverge_factor`` x its first loss
-    stops early with ``diverged=True`` and the reason. With ``run_dir`` it writes ``checkpoint.pt`` (atomically)
-    and, with ``settings.resume``, continues from it bit-exactly (CPU).
+    stops early with ``diverged=True`` and the reason. With ``run_dir`` it writes a checkpoint (``checkpoint.pt``;
+    sharded ``checkpoint/`` under FSDP2, see hptransfer.pipeline.checkpoint) and, with ``settings.resume``,
+    continues from it bit-exactly (CPU). A process group it started (torchrun) is torn down before it returns.
     """
     rank, world = _distributed()
+    owns_group = world > 1 and settings.parallel != "none" and not dist.is_initialized()
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -194,18 +190,26 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
     generator = torch.Generator().manual_seed(settings.seed + 1000 * rank)
     curve: list[dict[str, float]] = []
     start_step, first_loss = 0, None
-    checkpoint = run_dir / CHECKPOINT if run_dir is not None else None
-    if settings.resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True, map_location=device)
-        if state.get("world") != world or state.get("fingerprint") != _fingerprint(spec, scheme, hp, settings, width, depth):
+    sharded = settings.parallel == "fsdp2" and world > 1
+    checkpoint = ckpt.location(run_dir, sharded) if run_dir is not None else None
+    fingerprint = _fingerprint(spec, scheme, hp, settings, width, depth)
+    if settings.resume and checkpoint is not None and ckpt.exists(checkpoint, sharded):
+        state = ckpt.read_extras(checkpoint, rank, sharded, device)
+        if state.get("world") != world or state.get("fingerprint") != fingerprint:
             raise TrainError(f"{checkpoint} was written by a different run (model, hyperparameters or world size "
                              "differ); use another run dir or set train.resume=false")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        ckpt.load(checkpoint, model, optimizer, sharded, device)
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_step, first_loss, curve = state["step"], state["first_loss"], list(state["curve"])
+
+    def save(step: int) -> None:
+        ckpt.save(checkpoint, model, optimizer, {
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "step": step, "first_loss": first_loss, "curve": curve, "world": world, "fingerprint": fingerprint},
+            rank, sharded)
+
     tokens_per_step = settings.batch_size * (settings.seq_len if data.task == "lm" else 1) * world
     started = time.perf_counter()
     diverged, reason, train_loss = False, "", float("nan")
@@ -235,8 +239,7 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
         if on_metrics is not None and rank == 0:
             on_metrics(row)
         if checkpoint is not None and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
-            _write_state(checkpoint, model, optimizer, scheduler, generator, step + 1, first_loss, curve, world,
-                         _fingerprint(spec, scheme, hp, settings, width, depth), rank, settings.parallel)
+            save(step + 1)
     val_loss = float("nan") if diverged else evaluate(runner, data, settings, device, autocast)
     if not diverged:
         curve.append({"step": settings.steps, "train_loss": train_loss, "val_loss": val_loss,
@@ -244,8 +247,10 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
         if on_metrics is not None and rank == 0:
             on_metrics(curve[-1])
         if checkpoint is not None:
-            _write_state(checkpoint, model, optimizer, scheduler, generator, settings.steps, first_loss, curve, world,
-                         _fingerprint(spec, scheme, hp, settings, width, depth), rank, settings.parallel)
+            save(settings.steps)
+    if owns_group and dist.is_initialized():  # every rank got here: leave no process group for exit to reap
+        dist.barrier()
+        dist.destroy_process_group()
     return TrainResult(val_loss=val_loss, train_loss=train_loss, steps=len(curve), diverged=diverged, reason=reason,
                        curve=curve, seconds=time.perf_counter() - started, tokens=tokens_per_step * settings.steps)
 
@@ -255,16 +260,3 @@ def _fingerprint(spec: ModelSpec, scheme: str, hp: HParams, settings: TrainSetti
     keep = {k: v for k, v in asdict(settings).items() if k not in ("resume", "checkpoint_every", "eval_every", "device")}
     return json.dumps({"spec": asdict(spec), "scheme": scheme, "hp": asdict(hp), "settings": keep, "width": width,
                        "depth": depth}, sort_keys=True, default=str)
-
-
-def _write_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 generator: torch.Generator, step: int, first_loss: float | None, curve: list, world: int,
-                 fingerprint: str, rank: int, parallel: str) -> None:
-    if parallel == "fsdp2" and world > 1:
-        return  # sharded state needs torch.distributed.checkpoint; not written (documented limitation)
-    if rank != 0:
-        return
-    _save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                            "torch_rng": torch.get_rng_state(), "step": step, "first_loss": first_loss,
-                            "curve": curve, "world": world, "fingerprint": fingerprint})

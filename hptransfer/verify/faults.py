@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
-from .rules import ONE, SCHEMES, Power, RoleRule, Scheme
+from ..rules import ONE, SCHEMES, Power, RoleRule, Scheme
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import minimize, nnls
 
-from .errors import HptError
+from ..errors import HptError
 
 HUBER_DELTA = 1e-3
 
