@@ -14,6 +14,7 @@ uninterrupted single-worker sweep of the same grid.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -49,13 +50,19 @@ def start_worker(storage: str, run_dir: Path, steps: int, log: Path) -> subproce
                             cwd=run_dir.parent, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
+@functools.lru_cache(maxsize=None)
+def _storage(url: str) -> Any:
+    """One storage (one connection pool) per ledger for the harness's polling, not one per poll."""
+    from hptransfer.pipeline.ledger import open_storage
+
+    return open_storage(url)
+
+
 def _trials(storage: str) -> list[Any]:
     import optuna
 
-    from hptransfer.pipeline.ledger import open_storage
-
     try:
-        return optuna.load_study(study_name=STUDY, storage=open_storage(storage)).get_trials(deepcopy=False)
+        return optuna.load_study(study_name=STUDY, storage=_storage(storage)).get_trials(deepcopy=False)
     except KeyError:  # the study is not created yet
         return []
 

@@ -65,7 +65,7 @@ def postgres_server() -> Iterator[str]:
     run = lambda *cmd: subprocess.run(_as_server_user(list(cmd)), check=True, capture_output=True, text=True)  # noqa: E731
     try:
         run("initdb", "-D", str(data), "--auth=trust", f"--username={USER}", "--no-sync")
-        options = f"-k {root} -c listen_addresses='' -c fsync=off -c max_connections=50"
+        options = f"-k {root} -c listen_addresses='' -c fsync=off -c max_connections=200"
         run("pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start")
         try:
             yield f"postgresql+psycopg://{USER}@/postgres?host={root}"

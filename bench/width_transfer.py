@@ -9,6 +9,8 @@ trained at every width).
     python bench/width_transfer.py --widths 256 512 1024 2048 --steps 2000     # e.g. on a GPU
     python bench/width_transfer.py --grad-clip 0.0625 --tag clip0.0625   # the clip threshold of BENCHMARKS.md 1
     python bench/width_transfer.py --family hf_llama --tag hf_llama   # a transformers Llama, HF's own init
+    python bench/width_transfer.py --optimizer muon --adjust-lr-fn match_rms_adamw --start -6 --tag muon
+    python bench/width_transfer.py --optimizer lion --start -11 --tag lion
     python bench/width_transfer.py --smoke               # seconds; used by the tests
 """
 
@@ -22,7 +24,7 @@ import torch
 
 from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
-from hptransfer.pipeline.train import HParams, TrainSettings, train
+from hptransfer.pipeline.train import HParams, OptimSettings, TrainSettings, train
 
 from common import RESULTS, device_name, write_result
 from sweeps import add_sweep_arguments, sweep_settings, sweep_sizes
@@ -41,6 +43,10 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--grad-clip", type=float, default=TrainSettings.grad_clip,
                         help="global gradient-norm clip threshold (0: off); the same for every scheme and width")
+    parser.add_argument("--optimizer", default="adamw", help="adamw, muon, lion, adafactor, sgd, ... "
+                        "(hptransfer.build_optimizer); sp is then the optimizer's own defaults")
+    parser.add_argument("--adjust-lr-fn", default="original", choices=["original", "match_rms_adamw"],
+                        help="torch.optim.Muon's LR adjustment (muon only)")
     add_sweep_arguments(parser, start=-7.0)
     parser.add_argument("--tag", default="", help="appended to the result names (to split a run across calls)")
     parser.add_argument("--smoke", action="store_true")
@@ -54,19 +60,23 @@ def main() -> None:
     spec = ModelSpec(args.family, max(args.widths), 2, min(args.widths), 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
                              eval_batches=8 if not args.smoke else 1, grad_clip=args.grad_clip)
+    optim = OptimSettings(name=args.optimizer, adjust_lr_fn=args.adjust_lr_fn,
+                          betas=(0.9, 0.99) if args.optimizer == "lion" else OptimSettings.betas,
+                          momentum=0.95 if args.optimizer == "muon" else OptimSettings.momentum)
     started = time.perf_counter()
     results = {}
     for scheme in args.schemes:
         def run(log2_lr: float, seed: int, width: int) -> float:
             return train(spec, scheme, data, HParams(lr=2.0 ** log2_lr),
-                         TrainSettings(**{**settings.__dict__, "seed": seed}), width=width).val_loss
+                         TrainSettings(**{**settings.__dict__, "seed": seed}), optim, width=width).val_loss
         results[scheme] = sweep_sizes(run, args.widths, args, label=f"{scheme} width")
         print(f"{scheme}: spread {results[scheme]['spread_octaves']:.2f} octaves; wider better at log2 lr "
               f"{results[scheme]['shared_log2_lr']}: {results[scheme]['larger_better_at_shared']}", flush=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = "width_transfer" + ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = write_result(name, device, {"family": args.family, "widths": args.widths, "seeds": args.seeds, "steps": args.steps,
+    path = write_result(name, device, {"family": args.family, "optimizer": args.optimizer,
+                                       "adjust_lr_fn": args.adjust_lr_fn, "widths": args.widths, "seeds": args.seeds, "steps": args.steps,
                                        "batch": args.batch, "seq": args.seq, "grad_clip": args.grad_clip,
                                        "sweep": sweep_settings(args),
                                        "seconds": time.perf_counter() - started, "results": results})

@@ -8,6 +8,7 @@ from .init import InitError
 from .errors import (AlreadyParametrizedError, BaseShapeError, BranchError, HptError, NotParametrizedError,
                      ReadoutError, SchemeError, ShapesFileError)
 from .optim import lr_scales, param_groups, scaled, set_lr
+from .optimizers import Lion, MuonWithAdamW, build_optimizer, register_optimizer
 from .parametrize import get_plan, parametrize, unparametrize, unwrap
 from .plan import ModuleRecord, ParamRecord, Plan
 from .shapes import load_base, save_shapes
@@ -18,6 +19,6 @@ __all__ = [
     "AdapterError", "AlreadyParametrizedError", "AttentionError", "InitError", "adapters", "testing", "BaseShapeError", "BranchError", "CoordCheckError", "CoordCheckResult", "HptError",
     "ModuleRecord", "Thresholds", "coord_check",
     "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError", "ShapesFileError",
-    "get_plan", "load_base", "lr_scales", "nn", "param_groups", "parametrize", "rules", "save_shapes",
+    "Lion", "MuonWithAdamW", "build_optimizer", "register_optimizer", "get_plan", "load_base", "lr_scales", "nn", "param_groups", "parametrize", "rules", "save_shapes",
     "scaled", "set_lr", "unparametrize", "unwrap",
 ]

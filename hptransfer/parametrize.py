@@ -21,7 +21,7 @@ from .errors import AlreadyParametrizedError, BranchError, ReadoutError, SchemeE
 from .init import initialize
 from .plan import ModuleRecord, ParamRecord, Plan
 from .roles import (View, block_of, collect_views, count_base_branches, find_branches, find_readouts)
-from .rules import Scheme, get_scheme
+from .rules import OPTIMIZER_FAMILIES, Scheme, get_scheme
 from .shapes import BaseLike, BaseShapes, as_globs, index_pattern, load_base, match_any, match_base_name
 
 log = logging.getLogger(__name__)
@@ -165,10 +165,10 @@ def build_plan(
         m_l = depth_mult if block else 1.0
         rule = rules.width[role]
         fi, fo = view.fan_in_mult, view.fan_out_mult
-        lr = {"adam": rule.adam_lr(fi, fo) * rules.depth_factor("adam_lr", m_l),
-              "sgd": rule.sgd_lr(fi, fo) * rules.depth_factor("sgd_lr", m_l)}
+        lr = {name: family.lr(rule, fi, fo) * rules.depth_factor(family.depth_lr, m_l)
+              for name, family in OPTIMIZER_FAMILIES.items()}
         # PyTorch couples decay to lr (p -= lr * wd * p): keep lr * wd width-invariant (mup MuAdamW, CompleteP).
-        wd = {"adam": 1.0 / rule.adam_lr(fi, fo), "sgd": 1.0 / rule.sgd_lr(fi, fo)}
+        wd = {name: 1.0 / family.lr(rule, fi, fo) for name, family in OPTIMIZER_FAMILIES.items()}
         eps = (1.0 / width_mult if rules.scale_eps else 1.0) * rules.depth_factor("eps", m_l)
         multiplier = rule.multiplier(fi, fo) * mults["output"] if role == "output" else (
             mults["input"] if role == "input" else 1.0)
@@ -178,6 +178,9 @@ def build_plan(
             multiplier=multiplier, lr=lr, weight_decay=wd, eps=eps,
             aliases=[v.name for v in tensor_views if v.name != name])
 
+    if rules.depth_alpha is not None and depth_mult != 1.0:
+        plan.notes.append("in-block LR factors beyond Adam and SGD: Muon's hidden matrices get none (no depth rule "
+                          "is published for it); Lion and Adafactor get Adam's by analogy (unverified)")
     for name in readouts:
         view = next((v for v in readout_views if v.owner == name), None)
         fan_in = view.fan_in_mult if view else 1.0

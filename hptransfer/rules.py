@@ -9,12 +9,11 @@ docs/rules.md gives the sources of each entry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from .errors import SchemeError
 
 ROLES = ("input", "hidden", "output", "vector", "scalar")
-OPTIMIZER_FAMILIES = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class RoleRule:
     multiplier: Power = ONE
     adam_lr: Power = ONE
     sgd_lr: Power = ONE
+    muon_lr: Power = ONE  # spectral norm of Muon's step (its update has spectral norm ~1 at every width)
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,39 @@ DEPTH_EXPONENTS: Mapping[str, DepthExponent] = {
     "eps": DepthExponent(-1.0, 0.0),  # m_L^-alpha
 }
 
+
+@dataclass(frozen=True)
+class OptimizerFamily:
+    """How one family of optimizers turns a role's rule into an LR factor (docs/rules.md, "Optimizers").
+
+    Attributes:
+        lr: the role's width factor for this family, from its RoleRule and the fan multipliers.
+        depth_lr: key of DEPTH_EXPONENTS for the in-block factor, or None where the literature gives none.
+        why: the reason, in one line (shown in docs and errors).
+    """
+
+    lr: Callable[[RoleRule, float, float], float]
+    depth_lr: str | None
+    why: str
+
+
+OPTIMIZER_FAMILIES: Mapping[str, OptimizerFamily] = {
+    "adam": OptimizerFamily(lambda r, fi, fo: r.adam_lr(fi, fo), "adam_lr",
+                            "normalized update, entries ~1 (TP5 Table 8; CompleteP for depth)"),
+    "sgd": OptimizerFamily(lambda r, fi, fo: r.sgd_lr(fi, fo), "sgd_lr", "update ~ gradient (TP5 Table 8, TP6)"),
+    # Lion steps by sign(momentum): entries +-1 like Adam's normalized update, so Adam's width rules;
+    # its depth factor is Adam's by the same analogy (not derived in the literature).
+    "sign": OptimizerFamily(lambda r, fi, fo: r.adam_lr(fi, fo), "adam_lr",
+                            "sign update, entries +-1 like Adam's (Lion: Chen et al. 2023)"),
+    # torch.optim.Adafactor multiplies its normalized step by RMS(W), which scales like the init std: divide it out.
+    "adafactor": OptimizerFamily(lambda r, fi, fo: r.adam_lr(fi, fo) / r.init_std(fi, fo), "adam_lr",
+                                 "Adam-like step times RMS(W) (Shazeer & Stern 2018; torch.optim.Adafactor)"),
+    # Muon's orthogonalized step has spectral norm ~1: the LR sets ||dW||_2 directly (hidden matrices only;
+    # the hybrid puts every other parameter on AdamW with the "adam" rules). No depth rule is published.
+    "muon": OptimizerFamily(lambda r, fi, fo: r.muon_lr(fi, fo), None,
+                            "orthogonalized update, spectral norm ~1 (Jordan et al. 2024; spectral condition)"),
+}
+
 SP_TABLE: Mapping[str, RoleRule] = {role: RoleRule() for role in ROLES}
 
 # TP5 Table 8 with base shapes (docs/rules.md, "Width").
@@ -70,7 +103,9 @@ MUP_TABLE: Mapping[str, RoleRule] = {
     "input": RoleRule(sgd_lr=Power(fan_out=1)),
     "vector": RoleRule(sgd_lr=Power(fan_out=1)),
     "hidden": RoleRule(
-        init_std=Power(fan_in=-0.5), adam_lr=Power(fan_in=-1), sgd_lr=Power(fan_in=-1, fan_out=1)
+        init_std=Power(fan_in=-0.5), adam_lr=Power(fan_in=-1), sgd_lr=Power(fan_in=-1, fan_out=1),
+        # the spectral condition (Yang, Simon & Bernstein 2023): ||dW||_2 ~ sqrt(fan_out / fan_in)
+        muon_lr=Power(fan_in=-0.5, fan_out=0.5),
     ),
     "output": RoleRule(multiplier=Power(fan_in=-1), sgd_lr=Power(fan_in=1)),
     "scalar": RoleRule(),
@@ -98,9 +133,10 @@ class Scheme:
     scale_eps: bool = False
     rescale_init: bool = True
 
-    def depth_factor(self, quantity: str, depth_mult: float) -> float:
-        """The in-block depth factor of ``quantity`` (a key of DEPTH_EXPONENTS) at depth multiplier m_L."""
-        if self.depth_alpha is None or depth_mult == 1.0:
+    def depth_factor(self, quantity: str | None, depth_mult: float) -> float:
+        """The in-block depth factor of ``quantity`` (a key of DEPTH_EXPONENTS) at depth multiplier m_L (1 for
+        None: a family without a published depth rule)."""
+        if self.depth_alpha is None or depth_mult == 1.0 or quantity is None:
             return 1.0
         exponent = DEPTH_EXPONENTS[quantity](self.depth_alpha)
         return 1.0 if exponent == 0 else float(depth_mult**exponent)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hptransfer as hpt
+from hptransfer.rules import OPTIMIZER_FAMILIES
 from hptransfer.models import GPT, PlainGPT, PlainMLP, PlainResMLP, ResMLP
 
 from conftest import meta
@@ -99,7 +100,7 @@ def test_at_base_shape_bit_for_bit(scheme):
     model = PlainGPT(d_model=64, n_layer=2)
     twin = copy.deepcopy(model)
     plan = hpt.parametrize(model, meta(PlainGPT, 64, 2), scheme, branches=GPT_BRANCHES, base_head_dim=16)
-    assert all(r.lr == {"adam": 1.0, "sgd": 1.0} and r.eps == 1.0 and r.init_std == 1.0
+    assert all(r.lr == {family: 1.0 for family in OPTIMIZER_FAMILIES} and r.eps == 1.0 and r.init_std == 1.0
                for r in plan.params.values())
     for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
         assert torch.equal(a, b)

@@ -278,6 +278,16 @@ def test_slurm_launcher_config_composes(hydra_conf):
     assert launcher.gpus_per_node == 1 and launcher.array_parallelism == 8 and launcher.timeout_min == 240
 
 
+@pytest.mark.parametrize("optim", ["muon", "lion", "adafactor"])
+def test_pipeline_with_the_newer_optimizers(tmp_path, optim):
+    out = tmp_path / "run"
+    proc = recipe("mutransfer", [*TINY, f"optim={optim}", "sweep.log2_lr_min=-10", "sweep.log2_lr_max=-4",
+                                 "sweep.log2_lr_step=3", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    transfer = json.loads((out / "transfer.json").read_text())
+    assert np.isfinite(transfer["result"]["val_loss"]) and transfer["lr"] > 0
+
+
 def test_your_own_model_by_import_path(tmp_path):
     """A plain-PyTorch model from the user's package, with its branch globs passed through the config."""
     out = tmp_path / "run"

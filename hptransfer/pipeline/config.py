@@ -89,6 +89,7 @@ class OptimConfig:
     eps: float = 1e-8
     momentum: float = 0.9
     independent_weight_decay: bool = False
+    adjust_lr_fn: str = "original"
 
 
 @dataclass

@@ -97,7 +97,8 @@ def prepare(cfg: DictConfig) -> Context:
     optim = OptimSettings(name=cfg.optim.name, weight_decay=cfg.optim.weight_decay,
                           betas=tuple(cfg.optim.get("betas", (0.9, 0.95))), eps=cfg.optim.get("eps", 1e-8),
                           momentum=cfg.optim.get("momentum", 0.9),
-                          independent_weight_decay=cfg.optim.get("independent_weight_decay", False))
+                          independent_weight_decay=cfg.optim.get("independent_weight_decay", False),
+                          adjust_lr_fn=cfg.optim.get("adjust_lr_fn", "original"))
     sweep = SweepSettings(**OmegaConf.to_container(cfg.sweep))
     return Context(cfg, data, spec, hp, settings, optim, sweep)
 

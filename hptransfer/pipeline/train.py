@@ -26,7 +26,7 @@ from .. import nn as hnn
 from ..data.datasets import Classification, TokenStream
 from ..errors import HptError
 from ..models.registry import ModelSpec
-from ..optim import param_groups
+from ..optimizers import build_optimizer
 from ..outputs import output_logits
 from . import checkpoint as ckpt
 
@@ -60,12 +60,13 @@ class TrainSettings:
 
 @dataclass
 class OptimSettings:
-    name: str = "adamw"  # adam | adamw | sgd
+    name: str = "adamw"  # adam | adamw | sgd | adafactor | lion | muon (hptransfer.optimizers)
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] = (0.9, 0.95)  # Adam family, Lion, and Muon's AdamW part
     eps: float = 1e-8
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD and Muon
     independent_weight_decay: bool = False
+    adjust_lr_fn: str = "original"  # Muon's LR adjustment (divided back out relative to the base)
 
 
 @dataclass
@@ -140,12 +141,12 @@ def _wrap(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
 
 
 def _build_optimizer(model: nn.Module, hp: HParams, opt: OptimSettings, device: torch.device) -> torch.optim.Optimizer:
-    groups = param_groups(model, lr=hp.lr, weight_decay=opt.weight_decay, optimizer=opt.name, eps=opt.eps,
-                          independent_weight_decay=opt.independent_weight_decay)
-    if opt.name == "sgd":
-        return torch.optim.SGD(groups, momentum=opt.momentum)
-    cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(groups, betas=tuple(opt.betas), fused=device.type == "cuda")
+    kwargs: dict[str, Any] = {"sgd": {"momentum": opt.momentum}, "muon": {"momentum": opt.momentum, "betas": tuple(opt.betas)},
+                              "lion": {"betas": tuple(opt.betas)}, "adafactor": {}}.get(
+        opt.name, {"betas": tuple(opt.betas), "fused": device.type == "cuda"})
+    return build_optimizer(model, opt.name, lr=hp.lr, weight_decay=opt.weight_decay, eps=opt.eps,
+                           adjust_lr_fn=opt.adjust_lr_fn, group_kwargs={
+                               "independent_weight_decay": opt.independent_weight_decay}, **kwargs)
 
 
 @torch.no_grad()

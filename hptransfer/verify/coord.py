@@ -30,7 +30,7 @@ from torch import nn
 from .. import nn as hnn
 from ..errors import HptError
 from ..attention import AttentionProbe
-from ..optim import param_groups
+from ..optimizers import build_optimizer, optimizer_spec
 from ..outputs import output_logits
 from ..parametrize import get_plan, unwrap
 from ..shapes import as_globs, index_pattern, match_any
@@ -45,7 +45,6 @@ STATS: dict[str, Callable[[torch.Tensor], float]] = {
     "l1": lambda t: float(t.float().abs().mean()),
     "std": lambda t: float(t.float().std()),
 }
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
 class CoordCheckError(HptError, ValueError):
@@ -502,7 +501,7 @@ def coord_check(
     axis: Literal["width", "depth"] = "width",
     data: Batch | Iterable[Batch],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw",
+    optimizer: str = "adamw",
     lr: float = 1e-2,
     steps: int = 5,
     seeds: int = 3,
@@ -524,7 +523,8 @@ def coord_check(
         data: one ``(inputs, targets)`` batch, reused every step, or an iterable with a new batch per step.
             The first batch is the probe on which activations are recorded at every step.
         loss_fn: ``loss_fn(model(inputs), targets)``; default cross-entropy over the last dim.
-        optimizer, lr: built as ``torch.optim.<Opt>(hptransfer.param_groups(model, lr, optimizer=...))``.
+        optimizer, lr: ``hptransfer.build_optimizer(model, optimizer, lr)``: adam, adamw, sgd, adafactor, lion,
+            muon (the Muon + AdamW hybrid, one base LR), or one you registered.
         steps, seeds: training steps after init, and seeds per size. ``fast`` caps them at 3 and 2.
         stat: "rms", "l1" (mup's mean |x|) or "std".
         modules: globs of modules to record instead of the defaults (residual blocks and branches, input
@@ -549,8 +549,7 @@ def coord_check(
         raise CoordCheckError(f"axis={axis!r}: choose 'width' or 'depth'")
     if stat not in STATS:
         raise CoordCheckError(f"stat={stat!r}: choose one of {sorted(STATS)}")
-    if optimizer not in OPTIMIZERS:
-        raise CoordCheckError(f"optimizer={optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
+    optimizer_spec(optimizer)  # an unknown name fails here, before any model is built
     if fast:
         steps, seeds = min(steps, 3), min(seeds, 2)
     device = torch.device(device) if device is not None else torch.device(
@@ -584,8 +583,7 @@ def coord_check(
                 if note not in result.notes:
                     result.notes.append(note)
             chosen = _choose_modules(root, modules, axis, largest_modules)
-            groups = param_groups(model, lr=lr, optimizer=optimizer, **(group_kwargs or {}))
-            opt = OPTIMIZERS[optimizer](groups)
+            opt = build_optimizer(model, optimizer, lr=lr, group_kwargs=group_kwargs)
             batches = iter(fixed)
             probe_inputs, probe_targets = first = next(batches)
             tokens = int(probe_targets.numel())
@@ -633,7 +631,7 @@ def coord_check(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            del model, root, opt, groups, weights0, initial, modules_now
+            del model, root, opt, weights0, initial, modules_now
             if device.type == "cuda":  # a full collection costs ~0.1 s: only where cached memory must go back
                 gc.collect()
                 torch.cuda.empty_cache()
