@@ -10,7 +10,7 @@ trained at every width).
     python bench/width_transfer.py --grad-clip 0.0625 --tag clip0.0625   # the clip threshold of BENCHMARKS.md 1
     python bench/width_transfer.py --family hf_llama --tag hf_llama   # a transformers Llama, HF's own init
     python bench/width_transfer.py --optimizer muon --adjust-lr-fn match_rms_adamw --start -6 --tag muon
-    python bench/width_transfer.py --optimizer lion --start -11 --tag lion
+    python bench/width_transfer.py --optimizer lion --start -9 --no-zero-init --tag lion-init
     python bench/width_transfer.py --smoke               # seconds; used by the tests
 """
 
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--grad-clip", type=float, default=TrainSettings.grad_clip,
                         help="global gradient-norm clip threshold (0: off); the same for every scheme and width")
+    parser.add_argument("--no-zero-init", action="store_true",
+                        help="gpt: keep the readout and query at their normal init (zero init is the default)")
     parser.add_argument("--optimizer", default="adamw", help="adamw, muon, lion, adafactor, sgd, ... "
                         "(hptransfer.build_optimizer); sp is then the optimizer's own defaults")
     parser.add_argument("--adjust-lr-fn", default="original", choices=["original", "match_rms_adamw"],
@@ -55,7 +57,7 @@ def main() -> None:
         args.widths, args.seeds, args.steps, args.batch, args.seq, args.bounds = [32, 64, 128], 1, 5, 4, 16, [-7.5, -7]
     data = load_data(SimpleNamespace(kind="text", path=None, val_fraction=0.1))
     options = {"vocab_size": data.vocab_size, "n_head": 4, "block_size": args.seq}
-    if args.family == "gpt":
+    if args.family == "gpt" and not args.no_zero_init:
         options.update(zero_init_readout=True, zero_init_query=True)
     spec = ModelSpec(args.family, max(args.widths), 2, min(args.widths), 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
@@ -75,7 +77,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = "width_transfer" + ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = write_result(name, device, {"family": args.family, "optimizer": args.optimizer,
+    path = write_result(name, device, {"family": args.family, "zero_init": not args.no_zero_init,
+                                       "optimizer": args.optimizer,
                                        "adjust_lr_fn": args.adjust_lr_fn, "widths": args.widths, "seeds": args.seeds, "steps": args.steps,
                                        "batch": args.batch, "seq": args.seq, "grad_clip": args.grad_clip,
                                        "sweep": sweep_settings(args),
