@@ -63,7 +63,7 @@ def param_groups(
                       "optimizer='adamw' with torch.optim.AdamW", stacklevel=2)
     hybrid = spec.family == "muon"
     if hybrid:
-        _check_muon_roles(root, plan)
+        _check_muon_roles(plan)
     groups: dict[tuple, dict[str, Any]] = {}
     for name, param in root.named_parameters():
         if not param.requires_grad:
@@ -75,18 +75,14 @@ def param_groups(
                 f"parameter {name!r} is not in the model's plan (added after parametrize?); parametrize the "
                 "finished model") from None
         algorithm, family, base_lr, takes_eps = "", spec.family, lr, spec.eps
-        lr_scale = rec.lr[family] if not hybrid else 1.0
         if hybrid:  # hidden matrices on Muon, the rest on AdamW with Adam's rules
-            if rec.role == "hidden" and param.dim() == 2:
-                algorithm = "muon"
-                lr_scale = rec.lr["muon"]
-                if plan.scheme != "sp":  # SP means torch's own behaviour, adjustment included
-                    lr_scale *= (muon_lr_adjustment(adjust_lr_fn, rec.base_shape)
-                                 / muon_lr_adjustment(adjust_lr_fn, rec.shape))
-            else:
-                algorithm, family, takes_eps = "adamw", "adam", OPTIMIZERS["adamw"].eps
-                base_lr = adamw_lr if adamw_lr is not None else lr
-                lr_scale = rec.lr["adam"]
+            algorithm = "muon" if rec.role == "hidden" and param.dim() == 2 else "adamw"
+        if algorithm == "adamw":
+            family, takes_eps = "adam", OPTIMIZERS["adamw"].eps
+            base_lr = adamw_lr if adamw_lr is not None else lr
+        lr_scale = rec.lr[family]
+        if algorithm == "muon" and plan.scheme != "sp":  # SP means torch's own behaviour, adjustment included
+            lr_scale *= muon_lr_adjustment(adjust_lr_fn, rec.base_shape) / muon_lr_adjustment(adjust_lr_fn, rec.shape)
         decays = decay == "all" or param.dim() >= 2
         if not decays or weight_decay == 0:
             wd = 0.0
@@ -112,7 +108,7 @@ def param_groups(
     return list(groups.values())
 
 
-def _check_muon_roles(root: nn.Module, plan: Any) -> None:
+def _check_muon_roles(plan: Any) -> None:
     """Muon needs to know the hidden matrices; at the base's own shape no dim differs from the base, so the
     plan cannot tell a hidden matrix from an embedding or an input layer by shape: refuse, with the fix."""
     matrices = [r for r in plan.params.values() if len(r.shape) == 2 and r.role != "output"]

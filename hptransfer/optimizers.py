@@ -164,15 +164,17 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
             (default: the same ``lr``) is the base LR of the AdamW part.
         adjust_lr_fn: torch.optim.Muon's LR adjustment; the groups divide it back out relative to the base's
             shapes, so the step's spectral norm follows mu-P's sqrt(fan_out / fan_in) with either choice.
-        group_kwargs: extra arguments of param_groups (independent_weight_decay, decay, scale_eps).
+        group_kwargs: more arguments of param_groups (independent_weight_decay, decay, scale_eps; a
+            weight_decay or eps here wins over the arguments above).
         optimizer_kwargs: passed to the optimizer (e.g. betas, momentum; for muon, Muon's keys go to Muon and
             the others to AdamW).
     """
     from .optim import param_groups
 
     spec = optimizer_spec(name)
-    groups = param_groups(model, lr, weight_decay, optimizer=name, eps=eps, adamw_lr=adamw_lr,
-                          adjust_lr_fn=adjust_lr_fn, **(group_kwargs or {}))
+    options = {"weight_decay": weight_decay, "eps": eps, "adamw_lr": adamw_lr, "adjust_lr_fn": adjust_lr_fn,
+               **(group_kwargs or {})}  # group_kwargs may also carry weight_decay or eps (coord_check's do)
+    groups = param_groups(model, lr, optimizer=name, **options)
     if name == "muon":
-        optimizer_kwargs = dict(optimizer_kwargs, adjust_lr_fn=adjust_lr_fn)
+        optimizer_kwargs = dict(optimizer_kwargs, adjust_lr_fn=options["adjust_lr_fn"])
     return spec.build(groups, optimizer_kwargs)
