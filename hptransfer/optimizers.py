@@ -2,15 +2,17 @@
 
 The registry maps a name to its family in ``rules.OPTIMIZER_FAMILIES`` (which LR factor each parameter gets)
 and to a builder. Known names: adam, adamw, sgd (torch), adafactor (torch.optim.Adafactor), lion (Lion, below)
-and muon (torch.optim.Muon on the hidden matrices, AdamW on everything else, as one optimizer). Declare your
-own with ``register_optimizer(name, family, build)``.
+muon (torch.optim.Muon on the hidden matrices, AdamW on everything else, as one optimizer) and
+schedulefree_adamw (the ``schedulefree`` package's AdamWScheduleFree, when it is installed). Declare your own
+with ``register_optimizer(name, family, build)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -111,6 +113,17 @@ def _muon(groups: list[dict[str, Any]], kwargs: dict[str, Any]) -> torch.optim.O
     return MuonWithAdamW(groups, muon=muon, adamw=adamw)
 
 
+def _schedulefree_adamw(groups: list[dict[str, Any]], kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+    # Its averaging weights each group by its own lr_max**2 over that group's running sum, so a per-group LR
+    # factor cancels there and scales only the step: the adam rules carry over unchanged.
+    try:
+        import schedulefree
+    except ImportError as err:
+        raise SchemeError("optimizer 'schedulefree_adamw' needs the schedulefree package: pip install "
+                          "schedulefree (or choose adamw)") from err
+    return schedulefree.AdamWScheduleFree(groups, **kwargs)
+
+
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "adam": OptimizerSpec("adam", lambda g, kw: torch.optim.Adam(g, **kw), eps=True),
     "adamw": OptimizerSpec("adam", lambda g, kw: torch.optim.AdamW(g, **kw), eps=True),
@@ -118,7 +131,32 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "adafactor": OptimizerSpec("adafactor", lambda g, kw: torch.optim.Adafactor(g, **kw)),
     "lion": OptimizerSpec("sign", lambda g, kw: Lion(g, **kw)),
     "muon": OptimizerSpec("muon", _muon),
+    "schedulefree_adamw": OptimizerSpec("adam", _schedulefree_adamw, eps=True),
 }
+
+
+def training_weights(optimizer: torch.optim.Optimizer) -> None:
+    """Put a schedule-free optimizer (one with ``train``/``eval`` methods) in training mode; idempotent, and a
+    no-op for other optimizers. build_optimizer calls it; call it again after loading a saved state."""
+    if callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None)):
+        optimizer.train()
+
+
+@contextlib.contextmanager
+def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block the model holds the weights to evaluate and save; training resumes after it.
+
+    A no-op for most optimizers. Schedule-free ones train at one point (y) and evaluate at another (their
+    average x); they switch with ``optimizer.eval()`` / ``optimizer.train()``, which this calls.
+    """
+    switch = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+    if switch:
+        optimizer.eval()
+    try:
+        yield
+    finally:
+        if switch:
+            optimizer.train()
 
 
 def register_optimizer(name: str, family: str, build: Callable[[list[dict[str, Any]], dict[str, Any]],
@@ -159,7 +197,9 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
     """One ready optimizer for a parametrized model, with every parameter's scaled LR, weight decay and eps.
 
     Args:
-        name: a registered optimizer (adam, adamw, sgd, adafactor, lion, muon, or your own).
+        name: a registered optimizer (adam, adamw, sgd, adafactor, lion, muon, schedulefree_adamw, or your
+            own). A schedule-free optimizer needs ``optimizer.train()`` before training steps and
+            ``optimizer.eval()`` before evaluating or saving (``evaluation_weights`` does both).
         lr: the base model's tuned LR. For muon it is the Muon LR of the hidden matrices; ``adamw_lr``
             (default: the same ``lr``) is the base LR of the AdamW part.
         adjust_lr_fn: torch.optim.Muon's LR adjustment; the groups divide it back out relative to the base's
@@ -177,4 +217,6 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
     groups = param_groups(model, lr, optimizer=name, **options)
     if name == "muon":
         optimizer_kwargs = dict(optimizer_kwargs, adjust_lr_fn=options["adjust_lr_fn"])
-    return spec.build(groups, optimizer_kwargs)
+    optimizer = spec.build(groups, optimizer_kwargs)
+    training_weights(optimizer)
+    return optimizer

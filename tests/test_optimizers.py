@@ -57,10 +57,10 @@ def test_family_factors_follow_from_the_role_rules():
     assert set(OPTIMIZER_FAMILIES) == {"adam", "sgd", "sign", "adafactor", "muon"}
 
 
-def test_adafactor_and_lion_steps_scale_like_adams_under_mup():
+def test_adafactor_lion_and_schedulefree_steps_scale_like_adams_under_mup():
     """Measured: the per-entry step of a hidden matrix shrinks like 1/fan_in (mu-P's Adam rule) with each."""
     name = "blocks.0.mlp.branch.1.weight"
-    for optimizer, lr in (("adamw", 1e-3), ("lion", 1e-4), ("adafactor", 1e-2)):
+    for optimizer, lr in (("adamw", 1e-3), ("lion", 1e-4), ("adafactor", 1e-2), ("schedulefree_adamw", 1e-3)):
         rms = {w: float(one_step(parametrized(w), optimizer, lr)[name].pow(2).mean().sqrt()) for w in (64, 256)}
         assert rms[256] / rms[64] == pytest.approx(0.25, rel=0.15), (optimizer, rms)
 
@@ -133,6 +133,36 @@ def test_muon_hybrid_state_dict_round_trip_and_schedulers():
     assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), unrestored.parameters()))
 
 
+def test_schedulefree_adamw_takes_adams_groups_and_starts_in_train_mode():
+    model = parametrized(256)
+    opt = hpt.build_optimizer(model, "schedulefree_adamw", lr=1e-3, weight_decay=0.1)
+    adam = hpt.build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.1)
+    assert type(opt).__name__ == "AdamWScheduleFree"
+    for ours, theirs in zip(opt.param_groups, adam.param_groups, strict=True):
+        assert (ours["lr"], ours["weight_decay"], ours["eps"]) == (theirs["lr"], theirs["weight_decay"], theirs["eps"])
+    assert len({g["lr"] for g in opt.param_groups}) > 1  # really scaled per group
+    assert all(g["train_mode"] for g in opt.param_groups)  # step() raises outside train mode
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(3):  # after one step x = y = z; they part from the second
+        opt.zero_grad()
+        F.cross_entropy(model(BATCH).flatten(0, 1), BATCH.flatten()).backward()
+        opt.step()
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with hpt.optimizers.evaluation_weights(opt):  # the averaged weights differ from the training point
+        assert any(not torch.equal(p, trained[n]) for n, p in model.named_parameters())
+    # and training resumes at y (up to the rounding of the two lerps)
+    assert all(torch.allclose(p, trained[n], rtol=0, atol=1e-6) for n, p in model.named_parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_schedulefree_without_its_package_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "schedulefree", None)  # import fails as if it were not installed
+    with pytest.raises(SchemeError, match="pip install schedulefree"):
+        hpt.build_optimizer(parametrized(64), "schedulefree_adamw", lr=1e-3)
+
+
 def test_lion_step_is_the_sign_rule():
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
     opt = hpt.Lion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
@@ -161,7 +191,8 @@ def test_unknown_optimizer_names_the_families_and_registration_works():
 
 
 # ---- coordinate checks -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer,lr", [("muon", 0.02), ("lion", 3e-4), ("adafactor", 1e-2)])
+@pytest.mark.parametrize("optimizer,lr", [("muon", 0.02), ("lion", 3e-4), ("adafactor", 1e-2),
+                                          ("schedulefree_adamw", 1e-2)])
 def test_coord_check_passes_mup_and_fails_the_naive_setup(optimizer, lr):
     kwargs = dict(data=(BATCH[:1, :8], BATCH[:1, 1:9]), optimizer=optimizer, lr=lr, steps=3, seeds=2)
     mup = hpt.coord_check(lambda w: parametrized(w), [64, 128, 256, 512], **kwargs)

@@ -278,7 +278,7 @@ def test_slurm_launcher_config_composes(hydra_conf):
     assert launcher.gpus_per_node == 1 and launcher.array_parallelism == 8 and launcher.timeout_min == 240
 
 
-@pytest.mark.parametrize("optim", ["muon", "lion", "adafactor"])
+@pytest.mark.parametrize("optim", ["muon", "lion", "adafactor", "schedulefree_adamw"])
 def test_pipeline_with_the_newer_optimizers(tmp_path, optim):
     out = tmp_path / "run"
     proc = recipe("mutransfer", [*TINY, f"optim={optim}", "sweep.log2_lr_min=-10", "sweep.log2_lr_max=-4",

@@ -10,7 +10,7 @@ import torch
 
 from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
-from hptransfer.pipeline.train import HParams, TrainError, TrainSettings, lr_factor, train
+from hptransfer.pipeline.train import HParams, OptimSettings, TrainError, TrainSettings, evaluate, lr_factor, train
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,30 @@ def test_resume_refuses_another_runs_checkpoint(data, tmp_path):
     with pytest.raises(TrainError, match="different run"):
         train(spec(data), "mup", data, HParams(lr=1e-2), TrainSettings(**{**SMALL.__dict__, "resume": True}),
               run_dir=tmp_path)
+
+
+def test_schedulefree_evaluates_saves_and_resumes_at_its_averaged_weights(data, tmp_path):
+    """Schedule-free AdamW trains at y and evaluates at its average x: the validation loss and the checkpoint
+    both use x, and a resumed run (x converted back to y) continues like the uninterrupted one."""
+    settings = TrainSettings(steps=12, batch_size=4, seq_len=16, eval_every=0, eval_batches=1, checkpoint_every=4,
+                             schedule="constant")
+    optim = OptimSettings(name="schedulefree_adamw")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = train(spec(data), "mup", data, HParams(lr=3e-3), settings, optim, run_dir=tmp_path / "a")
+    model = spec(data).parametrized("mup", width=32)
+    model.load_state_dict(torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"])
+    saved_loss = evaluate(model, data, settings, torch.device("cpu"), {"device_type": "cpu", "enabled": False})
+    assert saved_loss == pytest.approx(straight.val_loss, abs=1e-6)
+
+    def stop_at_7(row):
+        if row["step"] == 7:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(spec(data), "mup", data, HParams(lr=3e-3), settings, optim, run_dir=tmp_path / "b", on_metrics=stop_at_7)
+    resumed = train(spec(data), "mup", data, HParams(lr=3e-3), TrainSettings(**{**settings.__dict__, "resume": True}),
+                    optim, run_dir=tmp_path / "b")
+    assert [r["train_loss"] for r in resumed.curve] == pytest.approx([r["train_loss"] for r in straight.curve],
+                                                                       abs=1e-4)
+    assert resumed.val_loss == pytest.approx(straight.val_loss, abs=1e-4)

@@ -26,7 +26,7 @@ from .. import nn as hnn
 from ..data.datasets import Classification, TokenStream
 from ..errors import HptError
 from ..models.registry import ModelSpec
-from ..optimizers import build_optimizer
+from ..optimizers import build_optimizer, evaluation_weights, training_weights
 from ..outputs import output_logits
 from . import checkpoint as ckpt
 
@@ -60,7 +60,7 @@ class TrainSettings:
 
 @dataclass
 class OptimSettings:
-    name: str = "adamw"  # adam | adamw | sgd | adafactor | lion | muon (hptransfer.optimizers)
+    name: str = "adamw"  # adam | adamw | sgd | adafactor | lion | muon | schedulefree_adamw (hptransfer.optimizers)
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)  # Adam family, Lion, and Muon's AdamW part
     eps: float = 1e-8
@@ -142,7 +142,8 @@ def _wrap(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
 
 def _build_optimizer(model: nn.Module, hp: HParams, opt: OptimSettings, device: torch.device) -> torch.optim.Optimizer:
     kwargs: dict[str, Any] = {"sgd": {"momentum": opt.momentum}, "muon": {"momentum": opt.momentum, "betas": tuple(opt.betas)},
-                              "lion": {"betas": tuple(opt.betas)}, "adafactor": {}}.get(
+                              "lion": {"betas": tuple(opt.betas)}, "adafactor": {},
+                              "schedulefree_adamw": {"betas": tuple(opt.betas)}}.get(
         opt.name, {"betas": tuple(opt.betas), "fused": device.type == "cuda"})
     return build_optimizer(model, opt.name, lr=hp.lr, weight_decay=opt.weight_decay, eps=opt.eps,
                            adjust_lr_fn=opt.adjust_lr_fn, group_kwargs={
@@ -200,16 +201,19 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
             raise TrainError(f"{checkpoint} was written by a different run (model, hyperparameters or world size "
                              "differ); use another run dir or set train.resume=false")
         ckpt.load(checkpoint, model, optimizer, sharded, device)
+        training_weights(optimizer)  # a schedule-free optimizer was saved holding its evaluation weights
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_step, first_loss, curve = state["step"], state["first_loss"], list(state["curve"])
 
     def save(step: int) -> None:
-        ckpt.save(checkpoint, model, optimizer, {
-            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "step": step, "first_loss": first_loss, "curve": curve, "world": world, "fingerprint": fingerprint},
-            rank, sharded)
+        with evaluation_weights(optimizer):
+            ckpt.save(checkpoint, model, optimizer, {
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step, "first_loss": first_loss, "curve": curve, "world": world, "fingerprint": fingerprint},
+                rank, sharded)
 
     tokens_per_step = settings.batch_size * (settings.seq_len if data.task == "lm" else 1) * world
     started = time.perf_counter()
@@ -235,13 +239,15 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
         row = {"step": step + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"] /
                optimizer.param_groups[0].get("lr_scale", 1.0)}
         if settings.eval_every and (step + 1) % settings.eval_every == 0 and step + 1 < settings.steps:
-            row["val_loss"] = evaluate(runner, data, settings, device, autocast)
+            with evaluation_weights(optimizer):
+                row["val_loss"] = evaluate(runner, data, settings, device, autocast)
         curve.append(row)
         if on_metrics is not None and rank == 0:
             on_metrics(row)
         if checkpoint is not None and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
             save(step + 1)
-    val_loss = float("nan") if diverged else evaluate(runner, data, settings, device, autocast)
+    with evaluation_weights(optimizer):
+        val_loss = float("nan") if diverged else evaluate(runner, data, settings, device, autocast)
     if not diverged:
         curve.append({"step": settings.steps, "train_loss": train_loss, "val_loss": val_loss,
                       "lr": curve[-1]["lr"] if curve else hp.lr})
