@@ -6,6 +6,8 @@
 #   bash bench/gpu_batch.sh width-sp    # width transfer, sp, widths 256..2048
 #   bash bench/gpu_batch.sh width-mup   # width transfer, mup
 #   bash bench/gpu_batch.sh depth-gpt   # depth transfer on the GPT, depths 2..16
+#   bash bench/gpu_batch.sh lion-sp     # Lion width transfer (normal readout/query init), sp, widths 256..2048
+#   bash bench/gpu_batch.sh lion-mup    # the same under mup
 #
 # The device image has torch but not hydra-core, optuna or mup: the benchmarks need none of them, the mup
 # column of the overhead table needs mup (carry its wheel in .wheels/, listed in .git/info/exclude).
@@ -23,6 +25,10 @@ case "${1:-checks}" in
     (cd bench && "$PY" coord_check_time.py) ;;
   width-sp) (cd bench && "$PY" width_transfer.py --schemes sp "${width[@]}" --tag sp) ;;
   width-mup) (cd bench && "$PY" width_transfer.py --schemes mup "${width[@]}" --tag mup) ;;
+  lion-sp) (cd bench && "$PY" width_transfer.py --schemes sp "${width[@]}" --optimizer lion --no-zero-init \
+             --start -10 --tag lion-sp) ;;
+  lion-mup) (cd bench && "$PY" width_transfer.py --schemes mup "${width[@]}" --optimizer lion --no-zero-init \
+              --start -10 --tag lion-mup) ;;
   depth-gpt) (cd bench && "$PY" depth_transfer.py --models gpt --width 256 --depths 2 4 8 16 --steps 1000 --tag gpu) ;;
-  *) echo "unknown stage ${1}: use checks, width-sp, width-mup or depth-gpt" >&2; exit 2 ;;
+  *) echo "unknown stage ${1}: use checks, width-sp, width-mup, lion-sp, lion-mup or depth-gpt" >&2; exit 2 ;;
 esac

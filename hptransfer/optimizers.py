@@ -135,10 +135,15 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 }
 
 
+def _has_modes(optimizer: torch.optim.Optimizer) -> bool:
+    """Schedule-free optimizers carry train() and eval(); torch's own have neither."""
+    return callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+
+
 def training_weights(optimizer: torch.optim.Optimizer) -> None:
-    """Put a schedule-free optimizer (one with ``train``/``eval`` methods) in training mode; idempotent, and a
-    no-op for other optimizers. build_optimizer calls it; call it again after loading a saved state."""
-    if callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None)):
+    """Put a schedule-free optimizer in training mode; idempotent, and a no-op for other optimizers.
+    build_optimizer calls it; call it again after loading a saved state."""
+    if _has_modes(optimizer):
         optimizer.train()
 
 
@@ -149,7 +154,7 @@ def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     A no-op for most optimizers. Schedule-free ones train at one point (y) and evaluate at another (their
     average x); they switch with ``optimizer.eval()`` / ``optimizer.train()``, which this calls.
     """
-    switch = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+    switch = _has_modes(optimizer)
     if switch:
         optimizer.eval()
     try:

@@ -34,6 +34,8 @@ SCRIPTS = {
         transfer_ok(d["models"][m]["results"], {"mup", "depth_mup", "completep"}, 3) for m in ("resmlp", "gpt"))),
     "tuning_cost.py": ("tuning_cost-smoke", lambda d: 0 < d["compute"]["flops_ratio_proxy_tuning"] < 1),
     "coord_check_time.py": ("coord_check_time", lambda d: d["runs"]["mup"]["ok"] and not d["runs"]["sp"]["ok"]),
+    "sign_alignment.py": ("sign_alignment-smoke", lambda d: len(d["rows"]) == 1 and all(
+        math.isfinite(v) for v in d["rows"][0]["slopes"].values()) and len(d["rows"][0]["slopes"]) == 3),
     # every fault of the smoke grid FAILs (the smoke widths are too small to judge the correct scheme)
     "coord_faults.py": ("coord_faults-smoke", lambda d: len(d["cases"]) == 7 and all(
         c["verdict"] == "FAIL" for c in d["cases"] if c["fault"]) and "| gpt | adamw |" in d["table"]),
