@@ -124,17 +124,20 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, start: float) -> None:
     parser.add_argument("--bounds", type=float, nargs=2, default=[-16.0, -1.0], help="log2 LR range never left")
     parser.add_argument("--rise", type=float, default=0.02,
                         help="a side of the sweep stops once its loss is this much (relative) above the best")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first_seed .. first_seed + seeds - 1 (to add seeds to a finished run)")
 
 
 def sweep_settings(args: argparse.Namespace) -> dict:
-    return {"kind": "basin", "step_octaves": 0.5, "start": args.start, "bounds": list(args.bounds), "rise": args.rise}
+    return {"kind": "basin", "step_octaves": 0.5, "start": args.start, "bounds": list(args.bounds), "rise": args.rise,
+            "first_seed": args.first_seed}
 
 
 def sweep_sizes(run: Callable[[float, int, int], float], sizes: list[int], args: argparse.Namespace,
                 label: str) -> dict:
     """Basin sweeps over ``sizes`` (each starting from the previous size's optimum), then every size trained at
     the shared LR: the half-octave point nearest the median optimum. ``run(log2_lr, seed, size)``."""
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     sweeps: dict[int, Sweep] = {}
     start = args.start
     for size in sizes:

@@ -11,6 +11,10 @@ trained at every width).
     python bench/width_transfer.py --family hf_llama --tag hf_llama   # a transformers Llama, HF's own init
     python bench/width_transfer.py --optimizer muon --adjust-lr-fn match_rms_adamw --start -6 --tag muon
     python bench/width_transfer.py --optimizer lion --start -9 --no-zero-init --tag lion-init
+    python bench/width_transfer.py --optimizer lion --no-zero-init --widths 64 128 256 512 --schemes mup \
+        --start -6.5 --tag lion-init-64-512-mup         # and --schemes sp --tag ...-sp, side by side
+    python bench/width_transfer.py --optimizer lion --no-zero-init --widths 512 --base-width 64 --schemes mup \
+        --seeds 1 --first-seed 2 --tag lion-init-512-mup-seed2     # more seeds at one width of a finished run
     python bench/width_transfer.py --smoke               # seconds; used by the tests
 """
 
@@ -37,6 +41,8 @@ def main() -> None:
                              "transformers LlamaForCausalLM with its own N(0, 0.02) init, parametrized through its adapter")
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--schemes", nargs="+", default=["sp", "mup"])
+    parser.add_argument("--base-width", type=int, default=None,
+                        help="the base (proxy) width of mup (default: the smallest of --widths)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
@@ -59,7 +65,7 @@ def main() -> None:
     options = {"vocab_size": data.vocab_size, "n_head": 4, "block_size": args.seq}
     if args.family == "gpt" and not args.no_zero_init:
         options.update(zero_init_readout=True, zero_init_query=True)
-    spec = ModelSpec(args.family, max(args.widths), 2, min(args.widths), 2, options)
+    spec = ModelSpec(args.family, max(args.widths), 2, args.base_width or min(args.widths), 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
                              eval_batches=8 if not args.smoke else 1, grad_clip=args.grad_clip)
     optim = OptimSettings(name=args.optimizer, adjust_lr_fn=args.adjust_lr_fn,
@@ -79,7 +85,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = write_result(name, device, {"family": args.family, "zero_init": not args.no_zero_init,
                                        "optimizer": args.optimizer,
-                                       "adjust_lr_fn": args.adjust_lr_fn, "widths": args.widths, "seeds": args.seeds, "steps": args.steps,
+                                       "adjust_lr_fn": args.adjust_lr_fn, "widths": args.widths,
+                                       "base_width": args.base_width or min(args.widths), "seeds": args.seeds,
+                                       "steps": args.steps,
                                        "batch": args.batch, "seq": args.seq, "grad_clip": args.grad_clip,
                                        "sweep": sweep_settings(args),
                                        "seconds": time.perf_counter() - started, "results": results})
