@@ -12,7 +12,7 @@ This runs the coordinate check on the reference GPT (built-in text, a fresh batc
 and prints the mean slope of log2 |(W_t - W_0) x| against log2 width over steps 10..steps (after the momentum
 has built up): 0 is mu-P's ideal, -0.5 is a step made of noise.
 
-    python bench/sign_alignment.py           # about 10 minutes on 2 CPU cores
+    python bench/sign_alignment.py           # about 10 minutes at one CPU thread
 """
 
 from __future__ import annotations
@@ -30,14 +30,15 @@ from hptransfer.models import GPT
 
 from common import write_result
 
-# (optimizer, log2 lr, batch x seq, widths): Lion across tokens per step and widths, AdamW for comparison. The
-# LRs are near each optimizer's tuned mu-P optimum on this task (BENCHMARKS.md 1 and 8).
+# (optimizer, log2 lr, batch x seq, widths): Lion across tokens per step and widths, AdamW and Adafactor for
+# comparison. The LRs are near each optimizer's tuned mu-P optimum on this task (BENCHMARKS.md 1 and 8).
 SETTINGS = [
     ("lion", -6.5, (4, 64), (32, 64, 128, 256)),
     ("lion", -6.5, (16, 64), (32, 64, 128, 256)),
     ("lion", -6.5, (64, 64), (32, 64, 128, 256)),
     ("lion", -6.5, (16, 64), (64, 128, 256, 512)),
     ("adamw", -5.5, (16, 64), (32, 64, 128, 256)),
+    ("adafactor", -4.0, (16, 64), (64, 128, 256, 512)),
 ]
 
 
