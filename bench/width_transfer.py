@@ -65,7 +65,8 @@ def main() -> None:
     options = {"vocab_size": data.vocab_size, "n_head": 4, "block_size": args.seq}
     if args.family == "gpt" and not args.no_zero_init:
         options.update(zero_init_readout=True, zero_init_query=True)
-    spec = ModelSpec(args.family, max(args.widths), 2, args.base_width or min(args.widths), 2, options)
+    base_width = args.base_width or min(args.widths)
+    spec = ModelSpec(args.family, max(args.widths), 2, base_width, 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
                              eval_batches=8 if not args.smoke else 1, grad_clip=args.grad_clip)
     optim = OptimSettings(name=args.optimizer, adjust_lr_fn=args.adjust_lr_fn,
@@ -86,7 +87,7 @@ def main() -> None:
     path = write_result(name, device, {"family": args.family, "zero_init": not args.no_zero_init,
                                        "optimizer": args.optimizer,
                                        "adjust_lr_fn": args.adjust_lr_fn, "widths": args.widths,
-                                       "base_width": args.base_width or min(args.widths), "seeds": args.seeds,
+                                       "base_width": base_width, "seeds": args.seeds,
                                        "steps": args.steps,
                                        "batch": args.batch, "seq": args.seq, "grad_clip": args.grad_clip,
                                        "sweep": sweep_settings(args),
