@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -23,11 +23,13 @@ from .rules import OPTIMIZER_FAMILIES
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """A named optimizer: its rule family, whether groups carry an Adam ``eps``, and how to build it."""
+    """A named optimizer: its rule family, whether groups carry an Adam ``eps``, how to build it, and why it
+    cannot step FSDP2-sharded (DTensor) parameters, if it cannot (``None``: it can)."""
 
     family: str
     build: Callable[[list[dict[str, Any]], dict[str, Any]], torch.optim.Optimizer]
     eps: bool = False
+    unsharded_only: str | None = None
 
 
 def _evaluate(closure: Callable[[], Any] | None) -> Any:
@@ -128,7 +130,9 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "adam": OptimizerSpec("adam", lambda g, kw: torch.optim.Adam(g, **kw), eps=True),
     "adamw": OptimizerSpec("adam", lambda g, kw: torch.optim.AdamW(g, **kw), eps=True),
     "sgd": OptimizerSpec("sgd", lambda g, kw: torch.optim.SGD(g, **kw)),
-    "adafactor": OptimizerSpec("adafactor", lambda g, kw: torch.optim.Adafactor(g, **kw)),
+    "adafactor": OptimizerSpec("adafactor", lambda g, kw: torch.optim.Adafactor(g, **kw), unsharded_only=(
+        "torch.optim.Adafactor's step runs in-place ops on the norms of a sharded tensor, which DTensor rejects "
+        "(aten.pow_ on a _NormPartial placement)")),
     "lion": OptimizerSpec("sign", lambda g, kw: Lion(g, **kw)),
     "muon": OptimizerSpec("muon", _muon),
     "schedulefree_adamw": OptimizerSpec("adam", _schedulefree_adamw, eps=True),
@@ -185,6 +189,15 @@ def optimizer_spec(name: str) -> OptimizerSpec:
     return OPTIMIZERS[name]
 
 
+def _sharded(params: Iterable[torch.Tensor]) -> bool:
+    """Whether any parameter is a DTensor (FSDP2's fully_shard makes them so)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed support cannot shard
+        return False
+    return any(isinstance(p, DTensor) for p in params)
+
+
 def muon_lr_adjustment(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     """The factor torch.optim.Muon applies to a matrix's LR (``_adjust_lr`` in torch): "original" (the
     default) sqrt(max(1, fan_out / fan_in)); "match_rms_adamw" 0.2 sqrt(max(fan_out, fan_in))."""
@@ -217,6 +230,9 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
     from .optim import param_groups
 
     spec = optimizer_spec(name)
+    if spec.unsharded_only and _sharded(model.parameters()):
+        raise SchemeError(f"optimizer {name!r} cannot train FSDP2-sharded parameters: {spec.unsharded_only}. "
+                          "Train with DDP (train.parallel=ddp) or one process, or choose another optimizer")
     options = {"weight_decay": weight_decay, "eps": eps, "adamw_lr": adamw_lr, "adjust_lr_fn": adjust_lr_fn,
                **(group_kwargs or {})}  # group_kwargs may also carry weight_decay or eps (coord_check's do)
     groups = param_groups(model, lr, optimizer=name, **options)

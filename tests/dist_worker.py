@@ -1,7 +1,11 @@
 """Worker for tests/test_optim.py: trains a parametrized model under DDP or FSDP2 on 2 CPU processes (gloo).
 
 Both ranks see the same batch, so the averaged gradient equals the single-process gradient and the result
-must equal an unwrapped run. Rank 0 writes the final full parameters and the group LRs to ``out``.
+must equal an unwrapped run. One launch trains a fresh model with each optimizer in ``OPTIMIZERS``; rank 0
+writes, per optimizer, the final full parameters and the group LRs, or the error building it raised.
+
+Modes: ``ddp``, ``fsdp2``, and ``fsdp2-local``, a negative control in which Muon orthogonalizes each rank's
+shard of a matrix on its own instead of the whole matrix (what a shard-unaware Muon would do).
 """
 
 from __future__ import annotations
@@ -11,6 +15,45 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+OPTIMIZERS = ("adamw", "muon", "lion", "schedulefree_adamw", "adafactor")
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz_fp32(grad: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: int = 5,
+                       eps: float = 1e-7) -> torch.Tensor:
+    """torch.optim.Muon's orthogonalization in float32 instead of bfloat16. The sharded run computes its
+    matrix products in another order, and bf16 rounding amplified by five iterations would hide a real
+    difference under a 5-10% noise floor; in fp32 the two agree to a few 1e-3."""
+    x = grad.float()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / (x.norm() + eps)
+    a, b, c = coefficients
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def shard_local_newton_schulz(grad, coefficients=NS_COEFFICIENTS, steps: int = 5, eps: float = 1e-7):
+    """The wrong rule, for the negative control: orthogonalize only this rank's rows of a sharded matrix."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(grad, DTensor):
+        return newton_schulz_fp32(grad, coefficients, steps, eps)
+    local = newton_schulz_fp32(grad.to_local(), coefficients, steps, eps)
+    return DTensor.from_local(local, grad.device_mesh, grad.placements, shape=grad.shape, stride=grad.stride())
+
+
+def use_newton_schulz(function) -> None:
+    """Swap torch.optim.Muon's orthogonalization (its module-level helper) for ``function``."""
+    import torch.optim._muon as muon
+
+    if not hasattr(muon, "_zeropower_via_newtonschulz"):
+        raise RuntimeError("torch.optim._muon._zeropower_via_newtonschulz is gone: update this test's patch")
+    muon._zeropower_via_newtonschulz = function
 
 
 def build():
@@ -25,10 +68,10 @@ def build():
     return model
 
 
-def train(model, steps: int = 3):
+def train(model, name: str = "adamw", steps: int = 3):
     import hptransfer as hpt
 
-    opt = torch.optim.AdamW(hpt.param_groups(model, lr=1e-2, weight_decay=0.1))
+    opt = hpt.build_optimizer(model, name, lr=1e-2, weight_decay=0.1)
     torch.manual_seed(1)
     x = torch.randint(0, 32, (4, 16))
     for _ in range(steps):
@@ -39,24 +82,37 @@ def train(model, steps: int = 3):
     return opt
 
 
-def main(rank: int, world: int, mode: str, out: str, init_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    model = build()
+def _wrap(model, mode: str):
     if mode == "ddp":
-        wrapped = torch.nn.parallel.DistributedDataParallel(model)
-    else:
-        from torch.distributed.fsdp import fully_shard
+        return torch.nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.fsdp import fully_shard
 
-        for block in model.blocks:
-            fully_shard(block)
-        wrapped = fully_shard(model)
-    opt = train(wrapped)
-    state = {}
-    for name, p in model.named_parameters():
-        full = p.full_tensor() if hasattr(p, "full_tensor") else p
-        state[name] = full.detach().clone()
+    for block in model.blocks:
+        fully_shard(block)
+    return fully_shard(model)
+
+
+def main(rank: int, world: int, mode: str, out: str, init_file: str) -> None:
+    from hptransfer.errors import SchemeError
+
+    use_newton_schulz(shard_local_newton_schulz if mode == "fsdp2-local" else newton_schulz_fp32)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    results = {}
+    for name in OPTIMIZERS:
+        model = build()
+        wrapped = _wrap(model, mode)
+        try:
+            opt = train(wrapped, name)
+        except SchemeError as err:  # a refusal must come before any step, on every rank alike
+            results[name] = {"error": str(err)}
+            continue
+        state = {}
+        for param_name, p in model.named_parameters():
+            full = p.full_tensor() if hasattr(p, "full_tensor") else p
+            state[param_name] = full.detach().clone()
+        results[name] = {"state": state, "lrs": [g["lr"] for g in opt.param_groups]}
     if rank == 0:
-        torch.save({"state": state, "lrs": [g["lr"] for g in opt.param_groups]}, out)
+        torch.save(results, out)
     dist.barrier()
     dist.destroy_process_group()
 

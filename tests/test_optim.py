@@ -114,20 +114,55 @@ def test_groups_after_torch_compile():
     assert hpt.get_plan(compiled) is hpt.get_plan(model)
 
 
+def _launch_workers(mode: str, tmp_path: Path) -> dict:
+    """Run tests/dist_worker.py on 2 processes. A run whose process died by a signal (gloo's C++ teardown
+    aborts now and then with "terminate called without an active exception", outside any code of ours)
+    is launched once more; a Python error or a wrong number fails at once."""
+    out = tmp_path / "result.pt"
+    for attempt in range(2):
+        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "dist_worker.py"), mode, str(out),
+                               str(tmp_path / f"init-{attempt}")], capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0 or "terminated with signal" not in proc.stderr:
+            break
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out, weights_only=True)
+
+
+def _change_error(result: dict, reference: nn.Module, start: dict) -> dict[str, float]:
+    """Per parameter, |distributed - single| / |single - initial|: the error relative to the training step."""
+    return {name: float((result["state"][name] - p.detach()).norm() / (p.detach() - start[name]).norm())
+            for name, p in reference.named_parameters()}
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
-def test_ddp_and_fsdp2_train_like_a_single_process(mode, tmp_path):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2", "fsdp2-local"])
+def test_ddp_and_fsdp2_train_like_a_single_process(mode, tmp_path, monkeypatch):
+    """Every optimizer trains 2 ranks to the single-process result, Muon included: under FSDP2 it must
+    orthogonalize whole matrices, not each rank's shard ("fsdp2-local" does the latter and must fail).
+    Adafactor cannot step FSDP2's sharded parameters and must say so before any step."""
     sys.path.insert(0, str(ROOT / "tests"))
     import dist_worker
+    import torch.optim._muon as muon
 
-    reference = dist_worker.build()
-    ref_opt = dist_worker.train(reference)
-    out = tmp_path / "result.pt"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "dist_worker.py"), mode, str(out),
-                           str(tmp_path / "init")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = torch.load(out, weights_only=True)
-    assert sorted(result["lrs"]) == pytest.approx(sorted(g["lr"] for g in ref_opt.param_groups))
-    for name, p in reference.named_parameters():
-        assert torch.allclose(result["state"][name], p.detach(), atol=1e-5), name
+    monkeypatch.setattr(muon, "_zeropower_via_newtonschulz", dist_worker.newton_schulz_fp32)
+    results = _launch_workers(mode, tmp_path)
+    assert sorted(results) == sorted(dist_worker.OPTIMIZERS)
+    for name in dist_worker.OPTIMIZERS:
+        if name == "adafactor" and mode != "ddp":
+            assert "cannot train FSDP2-sharded parameters" in results[name]["error"]
+            assert "train.parallel=ddp" in results[name]["error"]
+            continue
+        assert "error" not in results[name], results[name]
+        start = {n: p.detach().clone() for n, p in dist_worker.build().named_parameters()}
+        reference = dist_worker.build()
+        ref_opt = dist_worker.train(reference, name)
+        assert sorted(results[name]["lrs"]) == pytest.approx(sorted(g["lr"] for g in ref_opt.param_groups))
+        errors = _change_error(results[name], reference, start)
+        hidden = [n for n, p in reference.named_parameters() if n.startswith("blocks.") and p.ndim == 2]
+        if mode == "fsdp2-local" and name == "muon":
+            assert hidden and min(errors[n] for n in hidden) > 0.2, errors
+        elif name == "muon":  # fp32 Newton-Schulz in another product order: a few 1e-3 (measured 2.6e-3)
+            assert max(errors.values()) < 1e-2, errors
+        else:
+            assert max(errors.values()) < 1e-4, (name, errors)
