@@ -36,6 +36,9 @@ SCRIPTS = {
     "coord_check_time.py": ("coord_check_time", lambda d: d["runs"]["mup"]["ok"] and not d["runs"]["sp"]["ok"]),
     "sign_alignment.py": ("sign_alignment-smoke", lambda d: len(d["rows"]) == 1 and all(
         math.isfinite(v) for v in d["rows"][0]["slopes"].values()) and len(d["rows"][0]["slopes"]) == 3),
+    # the multiplier reaches the hidden matrices: the same seed trains to another loss
+    "hidden_lr_ablation.py": ("hidden_lr_ablation-smoke", lambda d: len(d["rows"]) == 2 and all(
+        math.isfinite(r["mean"]) for r in d["rows"]) and d["rows"][0]["mean"] != d["rows"][1]["mean"]),
     # every fault of the smoke grid FAILs (the smoke widths are too small to judge the correct scheme)
     "coord_faults.py": ("coord_faults-smoke", lambda d: len(d["cases"]) == 7 and all(
         c["verdict"] == "FAIL" for c in d["cases"] if c["fault"]) and "| gpt | adamw |" in d["table"]),
@@ -65,3 +68,31 @@ def test_width_transfer_records_its_clip_threshold(tmp_path):
     result = json.loads(path.read_text())
     assert result["grad_clip"] == 0.25
     assert transfer_ok(result["results"], {"mup"}, 3)
+
+
+def test_hidden_lr_ablation_scales_only_the_hidden_matrices():
+    """The stand-in param_groups multiplies the LR of exactly the plan's hidden matrices, in SP (one merged
+    group) and in mu-P (a group of their own), and leaves every other parameter's LR as it was."""
+    sys.path.insert(0, str(BENCH))
+    import hidden_lr_ablation
+
+    import hptransfer as hpt
+    from hptransfer.models import ModelSpec
+
+    spec = ModelSpec("gpt", 64, 2, 32, 2, {"vocab_size": 40, "n_head": 4, "block_size": 16})
+    for scheme in ("sp", "mup"):
+        model = spec.parametrized(scheme, width=64, depth=2)
+        plan = hpt.get_plan(model)
+        names = {id(p): n for n, p in model.named_parameters()}
+
+        def lrs(groups):
+            return {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+
+        plain = lrs(hpt.param_groups(model, lr=0.01, optimizer="adafactor"))
+        scaled = lrs(hidden_lr_ablation.scaled_hidden_groups(3.0)(model, 0.01, optimizer="adafactor"))
+        assert scaled.keys() == plain.keys()
+        hidden = {n for n in plain if plan.params[n].role == "hidden"}
+        assert hidden and hidden != set(plain)
+        for name in plain:
+            expected = plain[name] * (3.0 if name in hidden else 1.0)
+            assert scaled[name] == expected, (scheme, name)
