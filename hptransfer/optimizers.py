@@ -169,13 +169,14 @@ def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
 
 
 def register_optimizer(name: str, family: str, build: Callable[[list[dict[str, Any]], dict[str, Any]],
-                       torch.optim.Optimizer], eps: bool = False) -> None:
+                       torch.optim.Optimizer], eps: bool = False, unsharded_only: str | None = None) -> None:
     """Declare an optimizer: ``family`` is the rule family it follows (a key of rules.OPTIMIZER_FAMILIES),
-    ``build(groups, kwargs)`` makes it from hptransfer's param groups, ``eps`` whether groups carry Adam's eps."""
+    ``build(groups, kwargs)`` makes it from hptransfer's param groups, ``eps`` whether groups carry Adam's eps,
+    ``unsharded_only`` why it cannot step FSDP2-sharded parameters (build_optimizer then refuses them)."""
     if family not in OPTIMIZER_FAMILIES or family == "muon":
         raise SchemeError(f"family={family!r}: choose one of {sorted(set(OPTIMIZER_FAMILIES) - {'muon'})} (muon "
                           "groups need the hybrid split; use name='muon')")
-    OPTIMIZERS[name] = OptimizerSpec(family, build, eps)
+    OPTIMIZERS[name] = OptimizerSpec(family, build, eps, unsharded_only)
 
 
 def optimizer_spec(name: str) -> OptimizerSpec:

@@ -190,6 +190,25 @@ def test_unknown_optimizer_names_the_families_and_registration_works():
         OPTIMIZERS.pop("rmsprop")
 
 
+def test_an_optimizer_that_cannot_step_sharded_parameters_is_refused_on_them(monkeypatch):
+    """The refusal follows the registry's data: Adafactor and any optimizer registered with unsharded_only are
+    refused on FSDP2-sharded parameters (the 2-rank run in test_optim.py shards for real), others are not."""
+    from hptransfer import optimizers
+
+    model = parametrized(256)
+    hpt.register_optimizer("local_sgd", "sgd", lambda groups, kw: torch.optim.SGD(groups), unsharded_only="a reason")
+    try:
+        assert isinstance(hpt.build_optimizer(model, "local_sgd", lr=1e-2), torch.optim.SGD)  # not sharded
+        monkeypatch.setattr(optimizers, "_sharded", lambda params: True)
+        for name, reason in (("local_sgd", "a reason"), ("adafactor", "DTensor rejects")):
+            with pytest.raises(SchemeError, match=rf"'{name}' cannot train FSDP2-sharded parameters: .*{reason}.*"
+                                                  r"train.parallel=ddp"):
+                hpt.build_optimizer(model, name, lr=1e-2)
+        assert isinstance(hpt.build_optimizer(model, "adamw", lr=1e-2), torch.optim.AdamW)
+    finally:
+        optimizers.OPTIMIZERS.pop("local_sgd")
+
+
 # ---- coordinate checks -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("optimizer,lr", [("muon", 0.02), ("lion", 3e-4), ("adafactor", 1e-2),
                                           ("schedulefree_adamw", 1e-2)])
