@@ -54,3 +54,13 @@ def write_result(name: str, device: torch.device, payload: dict) -> Path:
     path = RESULTS / f"{name}-{device_name(device)}.json"
     path.write_text(json.dumps(payload, indent=1))
     return path
+
+
+def transfer_optim_settings(name: str, adjust_lr_fn: str = "original"):
+    """The optimizer settings of the transfer benchmarks: Lion with its paper's betas (0.9, 0.99), Muon with
+    momentum 0.95, the trainer's defaults otherwise."""
+    from hptransfer.pipeline.train import OptimSettings
+
+    return OptimSettings(name=name, adjust_lr_fn=adjust_lr_fn,
+                         betas=(0.9, 0.99) if name == "lion" else OptimSettings.betas,
+                         momentum=0.95 if name == "muon" else OptimSettings.momentum)

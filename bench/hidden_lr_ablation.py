@@ -31,9 +31,9 @@ import hptransfer as hpt
 import hptransfer.optim
 from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
-from hptransfer.pipeline.train import HParams, OptimSettings, TrainSettings, train
+from hptransfer.pipeline.train import HParams, TrainSettings, train
 
-from common import write_result
+from common import transfer_optim_settings, write_result
 
 
 def scaled_hidden_groups(hidden_mult: float):
@@ -94,7 +94,7 @@ def main() -> None:
     spec = ModelSpec("gpt", args.width, 2, args.base_width, 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
                              eval_batches=1 if args.smoke else 8, grad_clip=args.grad_clip)
-    optim = OptimSettings(name=args.optimizer)
+    optim = transfer_optim_settings(args.optimizer)
     started = time.perf_counter()
     rows = []
     original = hptransfer.optim.param_groups
@@ -112,7 +112,8 @@ def main() -> None:
                      "mean": statistics.fmean(losses)})
         print(f"{scheme} hidden x {mult:g} at log2 lr {log2_lr}: {rows[-1]['mean']:.4f} {losses}", flush=True)
     name = "hidden_lr_ablation" + ("-smoke" if args.smoke else "") + (f"-{args.tag}" if args.tag else "")
-    path = write_result(name, torch.device("cpu"), {
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where train() ran
+    path = write_result(name, device, {
         "optimizer": args.optimizer, "width": args.width, "base_width": args.base_width, "seeds": args.seeds,
         "steps": args.steps, "batch": args.batch, "seq": args.seq, "grad_clip": args.grad_clip,
         "zero_init": not args.no_zero_init, "rows": rows, "seconds": time.perf_counter() - started})

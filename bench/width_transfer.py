@@ -28,9 +28,9 @@ import torch
 
 from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
-from hptransfer.pipeline.train import HParams, OptimSettings, TrainSettings, train
+from hptransfer.pipeline.train import HParams, TrainSettings, train
 
-from common import RESULTS, device_name, write_result
+from common import RESULTS, device_name, transfer_optim_settings, write_result
 from sweeps import add_sweep_arguments, sweep_settings, sweep_sizes
 
 
@@ -69,9 +69,7 @@ def main() -> None:
     spec = ModelSpec(args.family, max(args.widths), 2, base_width, 2, options)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, seq_len=args.seq, eval_every=0,
                              eval_batches=8 if not args.smoke else 1, grad_clip=args.grad_clip)
-    optim = OptimSettings(name=args.optimizer, adjust_lr_fn=args.adjust_lr_fn,
-                          betas=(0.9, 0.99) if args.optimizer == "lion" else OptimSettings.betas,
-                          momentum=0.95 if args.optimizer == "muon" else OptimSettings.momentum)
+    optim = transfer_optim_settings(args.optimizer, args.adjust_lr_fn)
     started = time.perf_counter()
     results = {}
     for scheme in args.schemes:

@@ -15,13 +15,14 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torch.optim._muon as muon
 
 OPTIMIZERS = ("adamw", "muon", "lion", "schedulefree_adamw", "adafactor")
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_COEFFICIENTS = (muon.DEFAULT_A, muon.DEFAULT_B, muon.DEFAULT_C)  # torch.optim.Muon's defaults
 
 
-def newton_schulz_fp32(grad: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: int = 5,
-                       eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz_fp32(grad: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: int = muon.DEFAULT_NS_STEPS,
+                       eps: float = muon.EPS) -> torch.Tensor:
     """torch.optim.Muon's orthogonalization in float32 instead of bfloat16. The sharded run computes its
     matrix products in another order, and bf16 rounding amplified by five iterations would hide a real
     difference under a 5-10% noise floor; in fp32 the two agree to a few 1e-3."""
@@ -37,7 +38,8 @@ def newton_schulz_fp32(grad: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: 
     return x.T if tall else x
 
 
-def shard_local_newton_schulz(grad, coefficients=NS_COEFFICIENTS, steps: int = 5, eps: float = 1e-7):
+def shard_local_newton_schulz(grad, coefficients=NS_COEFFICIENTS, steps: int = muon.DEFAULT_NS_STEPS,
+                              eps: float = muon.EPS):
     """The wrong rule, for the negative control: orthogonalize only this rank's rows of a sharded matrix."""
     from torch.distributed.tensor import DTensor
 
@@ -49,8 +51,6 @@ def shard_local_newton_schulz(grad, coefficients=NS_COEFFICIENTS, steps: int = 5
 
 def use_newton_schulz(function) -> None:
     """Swap torch.optim.Muon's orthogonalization (its module-level helper) for ``function``."""
-    import torch.optim._muon as muon
-
     if not hasattr(muon, "_zeropower_via_newtonschulz"):
         raise RuntimeError("torch.optim._muon._zeropower_via_newtonschulz is gone: update this test's patch")
     muon._zeropower_via_newtonschulz = function
