@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import hptransfer as hpt
-import hptransfer.optim
+import hptransfer.optim.groups
 from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
 from hptransfer.pipeline.train import HParams, TrainSettings, train
@@ -37,9 +37,9 @@ from common import transfer_optim_settings, write_result
 
 
 def scaled_hidden_groups(hidden_mult: float):
-    """A stand-in for hptransfer.optim.param_groups that moves the hidden matrices into their own groups with
+    """A stand-in for hptransfer.optim.groups.param_groups that moves the hidden matrices into their own groups with
     their LR (and lr_scale, so schedulers keep the ratio) multiplied by ``hidden_mult``."""
-    original = hptransfer.optim.param_groups
+    original = hptransfer.optim.groups.param_groups
 
     def groups(model: torch.nn.Module, lr: float, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         plan = hpt.get_plan(model)
@@ -97,17 +97,17 @@ def main() -> None:
     optim = transfer_optim_settings(args.optimizer)
     started = time.perf_counter()
     rows = []
-    original = hptransfer.optim.param_groups
+    original = hptransfer.optim.groups.param_groups
     for scheme, mult, log2_lr in runs:
         losses = []
-        hptransfer.optim.param_groups = scaled_hidden_groups(mult)
+        hptransfer.optim.groups.param_groups = scaled_hidden_groups(mult)
         try:
             for seed in range(args.seeds):
                 result = train(spec, scheme, data, HParams(lr=2.0 ** log2_lr),
                                TrainSettings(**{**settings.__dict__, "seed": seed}), optim, width=args.width)
                 losses.append(result.val_loss)
         finally:
-            hptransfer.optim.param_groups = original
+            hptransfer.optim.groups.param_groups = original
         rows.append({"scheme": scheme, "hidden_mult": mult, "log2_lr": log2_lr, "per_seed": losses,
                      "mean": statistics.fmean(losses)})
         print(f"{scheme} hidden x {mult:g} at log2 lr {log2_lr}: {rows[-1]['mean']:.4f} {losses}", flush=True)

@@ -2,23 +2,23 @@
 
 from . import adapters, nn, rules, testing
 from .adapters import AdapterError
-from .attention import AttentionError
-from .verify.coord import CoordCheckError, CoordCheckResult, Thresholds, coord_check
-from .init import InitError
-from .errors import (AlreadyParametrizedError, BaseShapeError, BranchError, HptError, NotParametrizedError,
-                     ReadoutError, SchemeError, ShapesFileError)
-from .optim import lr_scales, param_groups, scaled, set_lr
-from .optimizers import Lion, MuonWithAdamW, build_optimizer, register_optimizer
+from .check import CheckReport
+from .errors import (AlreadyParametrizedError, AttentionError, BaseShapeError, BranchError, CheckError, HptError,
+                     InitError, NotParametrizedError, ReadoutError, SchemeError, ShapesFileError)
+from .optim import (Lion, MuonWithAdamW, build_optimizer, lr_scales, param_groups, register_optimizer, scaled,
+                    set_lr)
 from .parametrize import get_plan, parametrize, unparametrize, unwrap
 from .plan import ModuleRecord, ParamRecord, Plan
-from .shapes import load_base, save_shapes
+from .structure.shapes import load_base, save_shapes
+from .verify.coord import CoordCheckError, CoordCheckResult, Thresholds, coord_check
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterError", "AlreadyParametrizedError", "AttentionError", "InitError", "adapters", "testing", "BaseShapeError", "BranchError", "CoordCheckError", "CoordCheckResult", "HptError",
-    "ModuleRecord", "Thresholds", "coord_check",
-    "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError", "ShapesFileError",
-    "Lion", "MuonWithAdamW", "build_optimizer", "register_optimizer", "get_plan", "load_base", "lr_scales", "nn", "param_groups", "parametrize", "rules", "save_shapes",
-    "scaled", "set_lr", "unparametrize", "unwrap",
+    "AdapterError", "AlreadyParametrizedError", "AttentionError", "BaseShapeError", "BranchError", "CheckError",
+    "CheckReport", "CoordCheckError", "CoordCheckResult", "HptError", "InitError", "Lion", "ModuleRecord",
+    "MuonWithAdamW", "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError",
+    "ShapesFileError", "Thresholds", "adapters", "build_optimizer", "coord_check", "get_plan", "load_base",
+    "lr_scales", "nn", "param_groups", "parametrize", "register_optimizer", "rules", "save_shapes", "scaled",
+    "set_lr", "testing", "unparametrize", "unwrap",
 ]

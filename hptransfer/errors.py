@@ -33,3 +33,15 @@ class AlreadyParametrizedError(HptError, RuntimeError):
 
 class NotParametrizedError(HptError, RuntimeError):
     """An hptransfer function needs a plan but the model was never parametrized."""
+
+
+class AttentionError(HptError, ValueError):
+    """Attention that a mu-P scheme must rescale but hptransfer cannot reach (or cannot size)."""
+
+
+class InitError(HptError, ValueError):
+    """The base init std of some weights cannot be told from a meta base; names them and what to pass."""
+
+
+class CheckError(HptError, ValueError):
+    """The measured safety net found the parametrized model doing something mu-P does not predict."""

@@ -1,38 +1,45 @@
-"""parametrize(): the one place that changes a model (forward multipliers, attention scale, init).
+"""parametrize(): the one entry that changes a model. It runs the stages in order:
 
-It first builds the complete Plan (every check runs before anything is touched, so a bad call changes
-nothing), then installs the forward multipliers and re-scales the initial weights by the scheme's rules.
+probe (one forward: each parameter's use, each attention call) -> structure (base matching, roles, readouts,
+branches) -> plan (every factor, hptransfer.decide) -> attention (the scale each call needs and the attribute
+that sets it) -> install (forward multipliers, attention scales, family constants, init) -> check (the model at
+init against its base, measured). Every decision is made before anything changes, so a refusal before the
+install leaves the model as it came; a refusal of the check undoes the install.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from . import nn as hnn
-from .adapters.base import Adapter, AttentionSite, Structure, find_adapter
-from .attention import AttentionError, AttentionScope, head_dim_of, inside, mup_factor, probe_attention
-from .errors import AlreadyParametrizedError, BranchError, ReadoutError, SchemeError
-from .init import initialize
-from .plan import ModuleRecord, ParamRecord, Plan
-from .roles import (View, block_of, collect_views, count_base_branches, find_branches, find_readouts)
-from .rules import OPTIMIZER_FAMILIES, Scheme, get_scheme
-from .shapes import BaseLike, BaseShapes, as_globs, index_pattern, load_base, match_any, match_base_name
+from .adapters import Adapter, Knowledge, find_adapter
+from .check import base_with_values, refusal, run_check
+from .decide import decide
+from .errors import AlreadyParametrizedError, AttentionError, BaseShapeError, CheckError, SchemeError
+from .install import initialize, install, native_factor, uninstall
+from .install.multipliers import HOOKS_ATTR, add_attention
+from .plan import ModuleRecord, Plan
+from .probe import (AttentionCall, Inputs, AttentionRecorder, LayoutRecorder, MaterializeError, arbitrary_cpu_copy,
+                    as_args, forward_of, is_meta, materialize_base, run_probe, small_batch)
+from .probe.scale_sites import find_scale_sites
+from .rules import SCHEMES, Scheme, get_scheme
+from .structure.attention import decide_attention
+from .structure.match import Matcher
+from .structure.read import read_structure
+from .structure.roles import collect_views
+from .structure.shapes import BaseLike, BaseShapes, as_globs, load_base, match_any
 
 log = logging.getLogger(__name__)
 
 PLAN_ATTR = "_hpt_plan"
-HOOKS_ATTR = "_hpt_hooks"
-ORIGINALS_ATTR = "_hpt_attention_originals"
-# Embedding rms advised for depth transfer at alpha > 1/2: measured on HF Llama (depths 2..16, CompleteP),
-# 0.02 x 20 = 0.4 passes the depth check where 0.02 fails.
-DEPTH_EMBEDDING_RMS = 0.4
-MULTIPLIER_NAMES = ("output", "input", "attn", "branch")
+PROBE_BATCH = 8  # samples of the first real batch the measured stages use when there are no example inputs
+STATE_ATTR = "_hpt_state"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -51,366 +58,254 @@ def get_plan(model: nn.Module) -> Plan | None:
     return getattr(unwrap(model), PLAN_ATTR, None)
 
 
-# ---- forward multipliers ---------------------------------------------------------------------------
-class ScaleOutput:
-    """Forward hook: multiply a module's output (or the first element of a tuple output) by a constant."""
+@dataclass
+class Measured:
+    """What one probe forward of the model saw."""
 
-    def __init__(self, factor: float) -> None:
-        self.factor = factor
-
-    def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
-        if isinstance(output, torch.Tensor):
-            return output * self.factor
-        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-            return (output[0] * self.factor,) + output[1:]
-        raise TypeError(f"hptransfer cannot scale an output of type {type(output).__name__}; "
-                        "wrap the branch so it returns a tensor")
+    layout: dict[str, list] | None = None
+    calls: list[AttentionCall] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
 
 
-class ScaleInput:
-    """Forward pre-hook: multiply a module's first positional input by a constant (mup's readout form)."""
+@dataclass
+class Context:
+    """Everything the stages share for one parametrize() call (kept on the model until its first forward when
+    the probe has to wait for real inputs)."""
 
-    def __init__(self, factor: float) -> None:
-        self.factor = factor
-
-    def __call__(self, module: nn.Module, args: tuple) -> tuple:
-        return (args[0] * self.factor,) + tuple(args[1:])
-
-
-# ---- planning --------------------------------------------------------------------------------------
-def _check_multipliers(multipliers: Mapping[str, float] | None) -> dict[str, float]:
-    merged = {name: 1.0 for name in MULTIPLIER_NAMES}
-    for key, value in (multipliers or {}).items():
-        if key not in merged:
-            raise SchemeError(f"unknown multiplier {key!r}; the tunable ones are {list(MULTIPLIER_NAMES)}")
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise SchemeError(f"multiplier {key!r}={value!r} must be a positive finite number")
-        merged[key] = float(value)
-    return merged
+    base: Any
+    shapes: BaseShapes
+    matcher: Matcher
+    rules: Scheme
+    knowledge: Knowledge | None
+    attention: dict[str, list[str]] | None  # module name -> attributes the user named
+    check: bool
+    base_head_dim: int | None
+    call: dict[str, Any] = field(default_factory=dict)  # readout, branches, adapter, attention as the user gave them
+    ratios: dict[str, float] = field(default_factory=dict)
+    rebuilt: nn.Module | None = None  # the adapter's rebuild of a meta base (its real init)
 
 
-def _canonical_view(views: list[View], canonical: str, readouts: set[str]) -> tuple[View, str]:
-    """The view that decides a tensor's role; a tensor used as input and as readout is tied: role input."""
-    first = next(v for v in views if v.name == canonical)
-    owners_roles = {("output" if (v.owner in readouts and v.leaf == "weight") else v.role) for v in views}
-    if "input" in owners_roles and "output" in owners_roles:
-        return next(v for v in views if v.role == "input"), "input"
-    if first.owner in readouts and first.leaf == "weight":
-        return first, "output"
-    return first, first.role
+def _measure(root: nn.Module, args: tuple, kwargs: dict, attention: bool) -> Measured:
+    layout = LayoutRecorder(root)
+    calls = AttentionRecorder()
+    order: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda mod, a, n=n: order.append(n)) for n, m in root.named_modules()]
+    try:
+        run_probe(root, forward_of(root, args, kwargs), [layout, calls] if attention else [layout])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Measured(dict(layout.uses), calls.calls, order)
 
 
-def build_plan(
-    model: nn.Module,
-    base: BaseLike,
-    scheme: str | Scheme = "mup",
-    *,
-    readout: str | Sequence[str] | None = None,
-    branches: str | Sequence[str] | None = None,
-    base_head_dim: int | None = None,
-    multipliers: Mapping[str, float] | None = None,
-    init: str | float = "rescale",
-    delta: BaseLike | None = None,
-    structure: Structure | None = None,
-) -> Plan:
-    """Decide every factor for ``model`` relative to ``base`` without changing anything (see parametrize)."""
-    rules = get_scheme(scheme)
-    mults = _check_multipliers(multipliers)
-    if not (init in ("rescale", "keep") or (isinstance(init, (int, float)) and not isinstance(init, bool)
-                                            and init > 0)):
-        raise SchemeError(f"init={init!r}: use 'rescale', 'keep' or a positive float sigma")
-    root = unwrap(model)
-    shapes: BaseShapes = load_base(base, delta)
-    structure = structure or Structure(adapter="")
-    views, canonical = collect_views(root, shapes)
-    readouts = find_readouts(root, views, as_globs(readout) or structure.readout)
-    branch_globs = as_globs(branches) or (structure.branches or [])
-    branch_names = find_branches(root, branch_globs)
-    if rules.uses_depth and not branch_names:
-        if structure.branch_note:
-            raise BranchError(f"scheme {rules.name!r} scales residual branches with depth, and {structure.adapter} "
-                              f"has none: {structure.branch_note}")
-        raise BranchError(
-            f"scheme {rules.name!r} scales residual branches with depth but none were found: pass "
-            "branches=['blocks.*.attn', 'blocks.*.mlp'] (globs of the modules whose outputs are added to the "
-            "residual stream) or build the blocks with hptransfer.nn.Residual"
-        )
-    base_branches = count_base_branches(branch_names, shapes) if branch_names else 0
-    if branch_names and base_branches == 0:
-        raise BranchError(f"the base has no modules matching the branches {branch_names[:4]}; "
-                          "is the base built from the same model class?")
-    depth_mult = len(branch_names) / base_branches if branch_names else 1.0
-    blocks = {block_of(b) for b in branch_names}
-
-    readout_views = [v for vs in views.values() for v in vs if v.owner in readouts and v.leaf == "weight"]
-    hidden_fan_in = [v.fan_in_mult for vs in views.values() for v in vs if v.role == "hidden"]
-    width_mult = readout_views[0].fan_in_mult if readout_views else max(hidden_fan_in, default=1.0)
-    input_modules = sorted({v.owner for vs in views.values() for v in vs if v.role == "input"}
-                           | set(structure.inputs))
-    if mults["output"] != 1.0 and not readouts:
-        raise ReadoutError("multipliers['output'] is set but no readout was found: name it with readout=..."
-                           " or pass delta= (a model at another width) so width dims are known")
-    if mults["input"] != 1.0 and not input_modules:
-        raise ReadoutError("multipliers['input'] is set but no input layer was found: pass delta= (a model "
-                           "at another width) so hptransfer can tell which dims are width")
-
-    plan = Plan(scheme=rules.name, depth_alpha=rules.depth_alpha, width_mult=width_mult,
-                depth_mult=depth_mult, n_branches=len(branch_names), base_branches=base_branches,
-                multipliers=mults, base_head_dim=base_head_dim, init=init,
-                adapter=structure.adapter or None)
-    for tensor_id, tensor_views in views.items():
-        name = canonical[tensor_id]
-        view, role = _canonical_view(tensor_views, name, set(readouts))
-        block = next((b for b in blocks if name.startswith(b + ".")), None)
-        m_l = depth_mult if block else 1.0
-        rule = rules.width[role]
-        fi, fo = view.fan_in_mult, view.fan_out_mult
-        lr = {name: family.lr(rule, fi, fo) * rules.depth_factor(family.depth_lr, m_l)
-              for name, family in OPTIMIZER_FAMILIES.items()}
-        # PyTorch couples decay to lr (p -= lr * wd * p): keep lr * wd width-invariant (mup MuAdamW, CompleteP).
-        wd = {name: 1.0 / family.lr(rule, fi, fo) for name, family in OPTIMIZER_FAMILIES.items()}
-        eps = (1.0 / width_mult if rules.scale_eps else 1.0) * rules.depth_factor("eps", m_l)
-        multiplier = rule.multiplier(fi, fo) * mults["output"] if role == "output" else (
-            mults["input"] if role == "input" else 1.0)
-        plan.params[name] = ParamRecord(
-            name=name, shape=view.shape, base_shape=view.base_shape, role=role, block=block,
-            fan_in_mult=fi, fan_out_mult=fo, depth_mult=m_l, init_std=rule.init_std(fi, fo),
-            multiplier=multiplier, lr=lr, weight_decay=wd, eps=eps,
-            aliases=[v.name for v in tensor_views if v.name != name])
-
-    if rules.depth_alpha is not None and depth_mult != 1.0:
-        plan.notes.append("in-block LR factors beyond Adam and SGD: Muon's hidden matrices get none (no depth rule "
-                          "is published for it); Lion and Adafactor get Adam's by analogy (unverified)")
-    for name in readouts:
-        view = next((v for v in readout_views if v.owner == name), None)
-        fan_in = view.fan_in_mult if view else 1.0
-        factor = rules.width["output"].multiplier(fan_in, 1.0) * mults["output"]
-        plan.modules.append(ModuleRecord(name, "readout", factor))
-    for name in input_modules:
-        plan.modules.append(ModuleRecord(name, "input", mults["input"]))
-    for name in branch_names:
-        factor = mults["branch"] * rules.depth_factor("branch_multiplier", depth_mult)
-        plan.modules.append(ModuleRecord(name, "branch", factor))
-    embedding_rms = structure.input_std * mults["input"] if structure.input_std else None
-    if rules.uses_depth and rules.depth_alpha > 0.5 and embedding_rms is not None and embedding_rms < 0.1:
-        plan.notes.append(
-            f"the embeddings start at std {structure.input_std:g} x input multiplier {mults['input']:g}; with "
-            f"branches scaled by L^-{rules.depth_alpha:g} the embedding has to carry the residual stream and is too "
-            f"small next to the branches (the stream then shrinks with depth): pass multipliers={{'input': "
-            f"{round(DEPTH_EMBEDDING_RMS / structure.input_std):d}}} (embedding rms about {DEPTH_EMBEDDING_RMS:g})")
-    return plan
+def _base_calls(base: Any, args: tuple, kwargs: dict) -> list[AttentionCall] | None:
+    """The base's attention calls from one forward: on its own device (meta included), else on a CPU copy with
+    arbitrary values (the calls' head dims and scales do not depend on them); None when it cannot run."""
+    if not isinstance(base, nn.Module):
+        return None
+    for attempt in ("own", "cpu"):
+        try:
+            runner = base if attempt == "own" else arbitrary_cpu_copy(base)
+            recorder = AttentionRecorder()
+            run_probe(runner, forward_of(runner, args, kwargs), [recorder])
+            return recorder.calls
+        except Exception as err:  # an op without a meta kernel, data-dependent control flow, ...
+            log.info("could not run the base (%s) to read its attention calls: %s", attempt, err)
+            if attempt == "own" and not is_meta(base):
+                return None
+    return None
 
 
-def _attention_sites(root: nn.Module, structure: Structure, attention: Mapping[str, str] | None) -> list[AttentionSite]:
-    """The adapter's attention modules plus those the user names with ``attention={glob: attribute}``."""
-    sites = {s.module: s for s in structure.attention}
+def _attention_records(root: nn.Module, plan: Plan, ctx: Context, measured: Measured, args: tuple,
+                       kwargs: dict) -> list[float]:
+    """Decide the attention records (appended to the plan) and return each call's target scale; refuses what
+    cannot be reached."""
+    calls = measured.calls
+    if not calls:
+        return []
+    width_attention = ctx.rules.width_attention
+    base_calls = _base_calls(ctx.base, args, kwargs) if width_attention else None
+    if width_attention and base_calls is None and ctx.base_head_dim is not None:
+        # no runnable base: the user's base_head_dim with the usual 1/sqrt(d) at the base
+        base_calls = [AttentionCall(c.kind, c.module, ctx.base_head_dim, ctx.base_head_dim**-0.5) for c in calls]
+    named = ctx.attention
+    native = {n for n, m in root.named_modules() if isinstance(m, hnn.SelfAttention)}
+    sites, notes = find_scale_sites(root, forward_of(root, args, kwargs), calls, named)
+    decision = decide_attention(calls, base_calls, sites, width_attention=width_attention,
+                                attn=plan.multipliers["attn"], scheme=plan.scheme, native=native, site_notes=notes)
+    if named:
+        for module, attributes in named.items():
+            for attribute in attributes:
+                if not any(s.module == module and s.attribute == attribute for s in sites.values()):
+                    decision.problems.append(
+                        f"attention={{...: {attribute!r}}}: changing {module or '<root>'}.{attribute} did not change "
+                        "the scale of any attention call, so it is not the logit scale")
+    if decision.problems:
+        raise AttentionError("; ".join(decision.problems[:3]) + (
+            f" (and {len(decision.problems) - 3} more)" if len(decision.problems) > 3 else ""))
+    plan.modules += decision.records
+    if plan.base_head_dim is None:
+        plan.base_head_dim = decision.base_head_dim
+    return decision.targets
+
+
+def _named_attention(root: nn.Module, attention: Mapping[str, str] | None) -> dict[str, list[str]] | None:
+    """``attention={glob: attribute}`` as {module name: attributes}, each module checked to have the attribute."""
+    if not attention:
+        return None
     modules = dict(root.named_modules())
-    for glob, attribute in (attention or {}).items():
-        hits = [n for n in modules if n and match_any(n, [glob])]
+    named: dict[str, list[str]] = {}
+    for glob, attribute in attention.items():
+        hits = [n for n in modules if match_any(n, [glob])] if glob else [""]
         if not hits:
             raise AttentionError(f"attention glob {glob!r} matched no module; module names look like "
                                  f"{', '.join([n for n in modules if n][:8])}")
-        for name in hits:
-            value = getattr(modules[name], attribute, None)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+        for hit in hits:
+            value = getattr(modules[hit], attribute, "missing")
+            if value == "missing" or not (value is None or (isinstance(value, (int, float))
+                                                            and not isinstance(value, bool))):
                 raise AttentionError(
-                    f"attention={{{glob!r}: {attribute!r}}}: module {name!r} has no float attribute {attribute!r} "
-                    "(it must hold the factor your forward multiplies q @ k^T by, e.g. self.scale = head_dim ** -0.5)")
-            head_dim = head_dim_of(modules[name])
-            if head_dim is None:
-                raise AttentionError(
-                    f"attention module {name!r}: cannot tell its head dim; give it an int attribute head_dim")
-            sites[name] = AttentionSite(name, attribute, head_dim)
-    return list(sites.values())
+                    f"attention={{{glob!r}: {attribute!r}}}: module {hit!r} has no attribute {attribute!r} holding a "
+                    "number (it must hold the factor its forward multiplies q @ k^T by, or passes as scale=)")
+            named.setdefault(hit, []).append(attribute)
+    return named
 
 
-def _plan_attention(root: nn.Module, plan: Plan, rules: Scheme, sites: list[AttentionSite], base: BaseLike,
-                    base_head_dim: int | None) -> None:
-    """Attention records: one per attribute site (the factor on its attribute), and the root interception."""
-    base_modules = dict(base.named_modules()) if isinstance(base, nn.Module) else {}
-    modules = dict(root.named_modules())
-    pattern_index = {index_pattern(n): n for n in base_modules}
-    base_dims = set()
-    for site in sites:
-        factor = plan.multipliers["attn"]
-        if rules.width_attention:
-            base_name = site.module if site.module in base_modules else pattern_index.get(index_pattern(site.module))
-            base_module = base_modules.get(base_name) if base_name else None
-            base_dim = head_dim_of(base_module) if base_module is not None else base_head_dim
-            if base_dim is None:
-                raise AttentionError(
-                    f"attention module {site.module!r}: cannot tell the base's head dim; pass base_head_dim= or the "
-                    "base as a model (the meta device is fine)")
-            base_dims.add(base_dim)
-            current = float(getattr(modules[site.module], site.attribute))
-            # without a base module, assume the usual 1/sqrt(d) law for the base's scale
-            base_scale = float(getattr(base_module, site.attribute, current * math.sqrt(site.head_dim / base_dim)))
-            # mu-P: the base's scale carried over with 1/d instead of 1/sqrt(d) (TP5 App. B.1)
-            factor *= base_scale * (base_dim / site.head_dim) / current if current else 1.0
-        plan.modules.append(ModuleRecord(site.module, "attention", factor, site.attribute))
-    if plan.base_head_dim is None and len(base_dims) == 1:
-        plan.base_head_dim = base_dims.pop()
-    if rules.width_attention or plan.multipliers["attn"] != 1.0:
-        plan.modules.append(ModuleRecord("", "attention", plan.multipliers["attn"]))
-
-
-# ---- applying ---------------------------------------------------------------------------------------
-def _install_multipliers(root: nn.Module, plan: Plan, shapes: BaseShapes, rules: Scheme) -> tuple[list[Any], AttentionScope | None]:
-    modules = dict(root.named_modules())
-    handles: list[Any] = []
-    originals: dict[str, float] = {}
-    for rec in plan.modules:
-        if rec.kind == "attention":
-            if rec.attribute is not None:
-                originals[rec.name] = getattr(modules[rec.name], rec.attribute)
-                if rec.factor != 1.0:
-                    setattr(modules[rec.name], rec.attribute, originals[rec.name] * rec.factor)
+def _native_records(root: nn.Module, plan: Plan, ctx: Context) -> None:
+    for name, layer in root.named_modules():
+        if not isinstance(layer, hnn.SelfAttention):
             continue
-        module = modules[rec.name]
-        if rec.kind == "readout" and isinstance(module, (hnn.Readout, hnn.TiedReadout)):
-            module.multiplier = rec.factor
-        elif rec.kind == "branch" and isinstance(module, hnn.Residual):
-            module.multiplier = rec.factor
-        elif rec.factor != 1.0:
-            hook = ScaleInput(rec.factor) if rec.kind == "readout" else ScaleOutput(rec.factor)
-            handles.append(module.register_forward_pre_hook(hook) if rec.kind == "readout"
-                           else module.register_forward_hook(hook))
-    setattr(root, ORIGINALS_ATTR, originals)
-    native = [m for m in root.modules() if isinstance(m, hnn.SelfAttention)]
-    for layer in native:
-        factor = plan.multipliers["attn"]
-        base_dim = plan.base_head_dim or _native_base_head_dim(layer, modules, shapes)
-        if rules.width_attention and base_dim:
-            factor *= math.sqrt(base_dim / layer.head_dim)
-        layer.logit_scale_factor = factor
-    scope = None
-    if any(m.kind == "attention" and m.attribute is None for m in plan.modules) and not native:
-        scope = AttentionScope(plan.multipliers["attn"], plan.base_head_dim if rules.width_attention else None)
-        scope.handles.append(root.register_forward_pre_hook(scope.enter))
-        scope.handles.append(root.register_forward_hook(scope.exit, always_call=True))
-        covered = [rec.name for rec in plan.modules if rec.kind == "attention" and rec.attribute is not None]
-        for name in covered:  # their calls already carry the new scale: the mode must not scale them again
-            scope.handles.append(modules[name].register_forward_pre_hook(scope.enter_covered))
-            scope.handles.append(modules[name].register_forward_hook(scope.exit_covered, always_call=True))
-        handles += scope.handles
-    return handles, scope
-
-
-def _drop_scope(plan: Plan, scope: AttentionScope) -> None:
-    """Remove the SDPA interception when the probe found no SDPA call that needs it (no per-forward cost)."""
-    for handle in scope.handles:
-        handle.remove()
-    scope.handles.clear()
-    plan.modules = [m for m in plan.modules if not (m.kind == "attention" and m.attribute is None)]
-
-
-def _native_base_head_dim(layer: hnn.SelfAttention, modules: dict[str, nn.Module],
-                          shapes: BaseShapes) -> int | None:
-    """Base head dim of an hptransfer.nn.SelfAttention, assuming the base has the same number of heads."""
-    name = next(n for n, m in modules.items() if m is layer)
-    proj, split = ("qkv", 3) if layer.fused_qkv else ("q", 1)
-    base_name = match_base_name(f"{name}.{proj}.weight", shapes)
-    if base_name is None or shapes.shapes[base_name][0] is None:
-        return None
-    return int(shapes.shapes[base_name][0]) // (split * layer.n_head)
-
-
-# ---- attention verification ---------------------------------------------------------------------------
-def _as_args(inputs: Any) -> tuple[tuple, dict]:
-    if isinstance(inputs, dict):
-        return (), dict(inputs)
-    if isinstance(inputs, tuple):
-        return inputs, {}
-    return (inputs,), {}
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
-def _base_head_dims(base: Any, args: tuple, kwargs: dict) -> dict[str, int] | None:
-    """Head dim per attention module pattern, from one forward of the base (meta is fine); None if it cannot run."""
-    if not isinstance(base, nn.Module):
-        return None
-    device = next(base.parameters()).device
-    try:
-        calls = probe_attention(base, lambda: base(*_to_device(args, device), **_to_device(kwargs, device)))
-    except Exception as err:  # an op without a meta kernel (flex_attention), data-dependent control flow, ...
-        if device.type != "meta":
-            log.info("could not run the base to read its head dims (%s)", err)
-            return None
-        try:  # the base is small: give it CPU memory with arbitrary values; only the shapes of the calls matter
-            cpu = copy.deepcopy(base).to_empty(device="cpu")
-            with torch.no_grad():
-                for tensor in [*cpu.parameters(), *cpu.buffers()]:
-                    tensor.normal_(0.0, 0.02) if tensor.is_floating_point() else tensor.zero_()
-            calls = probe_attention(cpu, lambda: cpu(*_to_device(args, torch.device("cpu")),
-                                                     **_to_device(kwargs, torch.device("cpu"))))
-        except Exception as err2:
-            log.info("could not run the base to read its head dims (%s; on the CPU: %s)", err, err2)
-            return None
-    return {index_pattern(c.module): c.head_dim for c in calls}
-
-
-def verify_attention(root: nn.Module, plan: Plan, scope: AttentionScope | None, base: Any, args: tuple,
-                     kwargs: dict) -> bool:
-    """Run one probe forward and refuse attention that needs a new scale hptransfer cannot give it; returns
-    whether any SDPA call needs the interception.
-
-    Calls inside attribute-scaled modules and hptransfer.nn.SelfAttention are reached; SDPA and flex calls
-    elsewhere are reached through the scope once the base's head dim is known (read from the base when it runs,
-    meta included); hand-written softmax attention elsewhere is allowed only where its scale need not change.
-    """
-    covered = {m.name for m in plan.modules if m.kind == "attention" and m.attribute is not None}
-    covered |= {n for n, m in root.named_modules() if isinstance(m, hnn.SelfAttention)}
-    calls = probe_attention(root, lambda: root(*args, **kwargs))
-    loose = [c for c in calls if not (covered and inside(c.module, covered))]
-    if not loose:
-        return False
-    at_base = all(r.shape == r.base_shape for r in plan.params.values())
-    base_dims: dict[str, int] | None = None
-    for call in loose:
-        if call.kind == "sdpa" and scope is not None and scope.base_head_dim is not None:
-            continue
-        if base_dims is None:
-            base_dims = _base_head_dims(base, args, kwargs) or {}
-        base_dim = base_dims.get(index_pattern(call.module), plan.base_head_dim)
-        if base_dim is None and at_base:
-            base_dim = call.head_dim
-        where = call.module or "the model's own forward"
+        base_dim = plan.base_head_dim
         if base_dim is None:
-            raise AttentionError(
-                f"attention ({call.kind}) in {where!r} with head dim {call.head_dim}: hptransfer cannot tell the "
-                "base's head dim, so it cannot set mu-P's 1/d logit scale. Pass base_head_dim=<the base's head "
-                "dim>, or the base as a model that runs on the meta device.")
-        if call.kind == "sdpa" and scope is not None:
-            scope.base_head_dim = base_dim
-            plan.base_head_dim = base_dim
-            continue
-        factor = mup_factor(plan.multipliers["attn"], base_dim, call.head_dim)
-        if abs(factor - 1.0) > 1e-9:
-            what = "flex_attention" if call.kind == "flex" else "hand-written (softmax over q @ k^T)"
-            raise AttentionError(
-                f"attention in {where!r} is {what}, head dim {call.head_dim}, base "
-                f"{base_dim}, and hptransfer cannot reach its scale: under {plan.scheme!r} its logits must be "
-                f"multiplied by {factor:.4g} (mu-P's sqrt(d0)/d instead of 1/sqrt(d)). Fix it one of three ways: "
-                "compute it with F.scaled_dot_product_attention (rescaled automatically); keep the scale in a float "
-                "attribute your forward multiplies q @ k^T by (or passes as flex_attention(..., scale=self.scale)) "
-                "and pass attention={'<glob of the module>': '<attribute>'}; or use hptransfer.nn.SelfAttention.")
-    return any(c.kind == "sdpa" for c in loose)
+            proj, split = ("qkv", 3) if layer.fused_qkv else ("q", 1)
+            base_name = ctx.matcher.base_name(f"{name}.{proj}.weight")
+            if base_name is not None and ctx.shapes.shapes[base_name][0] is not None:
+                base_dim = int(ctx.shapes.shapes[base_name][0]) // (split * layer.n_head)
+        factor = native_factor(plan.multipliers["attn"], base_dim if ctx.rules.width_attention else None,
+                               layer.head_dim)
+        plan.modules.append(ModuleRecord(name, "native_attention", factor))
 
 
-class _FirstForwardCheck:
-    """Root pre-hook that verifies attention on the first real forward, then removes itself."""
+def _constant_records(plan: Plan, knowledge: Knowledge | None, root: nn.Module) -> None:
+    if knowledge is None or not plan.scheme or plan.scheme == "sp":
+        return
+    modules = dict(root.named_modules())
+    for constant in knowledge.constants:
+        current = getattr(modules[constant.module], constant.attribute)
+        current = float(current) if not isinstance(current, torch.Tensor) or not current.is_meta else math.nan
+        factor = constant.base_value / current if current else 1.0
+        plan.modules.append(ModuleRecord(constant.module, "constant", factor, constant.attribute,
+                                         constant.base_value, constant.why))
 
-    def __init__(self, plan: Plan, scope: AttentionScope | None, base: Any) -> None:
-        self.plan, self.scope, self.base = plan, scope, base
+
+def _check(root: nn.Module, plan: Plan, ctx: Context, args: tuple, kwargs: dict, targets: list[float]) -> None:
+    """The safety net (hptransfer.check); refuses the model, undoing the install, on a deviation."""
+    if not ctx.check:
+        plan.check = {"ran": False, "summary": "skipped (check=False)"}
+        return
+    if plan.init == "keep" or not ctx.rules.rescale_init:
+        reason = "init='keep' (trained weights are not compared with a fresh base)" if plan.init == "keep" else \
+            f"scheme {plan.scheme!r} makes no prediction to check"
+        plan.check = {"ran": False, "summary": f"not run: {reason}"}
+        return
+    if not isinstance(ctx.base, nn.Module):
+        plan.check = {"ran": False, "summary": "not run: the base is a shapes file or mapping; pass the base as a "
+                                               "model (a real one, or on the meta device) to run it"}
+        return
+    if all(r.shape == r.base_shape for r in plan.params.values()):
+        plan.check = {"ran": False, "summary": "not run: the model has the base's shape (every factor is 1)"}
+        return
+    drawn = iter(range(10**6))
+    try:
+        bases = base_with_values(ctx.base, lambda meta_base: _materialize(meta_base, root, plan, ctx, next(drawn)))
+    except MaterializeError as err:
+        plan.check = {"ran": False, "summary": f"not run: {err}; pass a real base (build it on the CPU) to run it"}
+        return
+    if any(value != 1.0 for value in plan.multipliers.values()):
+        # mu-P predicts the base *with the same tunable multipliers*: give each draw its own plan at its own shape
+        for draw in bases:
+            parametrize(draw, draw, plan.scheme if plan.scheme in SCHEMES else ctx.rules, delta=root,
+                        multipliers=plan.multipliers, init="keep", check=False, example_inputs=Inputs(args, kwargs),
+                        **ctx.call)
+    report = run_check(root, bases, plan, args, kwargs, targets)
+    plan.check = report.to_dict()
+    if report.deviations:
+        message = refusal(report, plan)
+        _undo(root, ctx)
+        raise CheckError(message)
+
+
+def _real_base(base: Any, knowledge: Knowledge | None, rules: Scheme, init: str | float) -> Any:
+    """The base with values: itself, or for a meta base the adapter's rebuild from the family's config (its init
+    is then measured, not assumed), when the scheme rescales the init."""
+    if (isinstance(base, nn.Module) and is_meta(base) and knowledge is not None and knowledge.rebuild_base is not None
+            and rules.rescale_init and init == "rescale"):
+        try:
+            return knowledge.rebuild_base()
+        except Exception as err:  # a config the family cannot build on the CPU: fall back to its init law
+            log.info("could not rebuild the base from its config: %s", err)
+    return base
+
+
+def _materialize(base: nn.Module, root: nn.Module, plan: Plan, ctx: Context, draw: int) -> nn.Module | None:
+    """Draw ``draw`` of a meta base with values: the adapter's rebuild (one draw), or the base drawn at the plan's
+    base stds (None once there are enough)."""
+    if ctx.rebuilt is not None or (ctx.knowledge is not None and ctx.knowledge.rebuild_base is not None):
+        if draw:
+            return None
+        return ctx.rebuilt if ctx.rebuilt is not None else ctx.knowledge.rebuild_base()
+    stds = {name: rec.base_std for name, rec in plan.params.items()}
+    return materialize_base(base, root, stds, ctx.matcher.measurable)
+
+
+def _undo(root: nn.Module, ctx: Context) -> None:
+    """Remove the install and divide the init's factors back out (the weights return to within rounding)."""
+    params = dict(root.named_parameters())
+    with torch.no_grad():
+        for name, ratio in ctx.ratios.items():
+            if ratio:
+                params[name].div_(ratio)
+    unparametrize(root)
+
+
+def _finish(root: nn.Module, plan: Plan, ctx: Context, inputs: tuple[tuple, dict], measured: Measured | None) -> None:
+    """The stages that need a forward: the measured layout against the plan, attention, and the check."""
+    args, kwargs = inputs
+    if measured is None:
+        measured = _measure(root, args, kwargs, attention=True)
+        _confirm_layout(root, plan, ctx, measured)
+    targets = []
+    if _needs_attention(ctx, plan):
+        before = len(plan.modules)
+        targets = _attention_records(root, plan, ctx, measured, args, kwargs)
+        add_attention(root, plan.modules[before:])
+    _check(root, plan, ctx, args, kwargs, targets)
+
+
+def _needs_attention(ctx: Context, plan: Plan) -> bool:
+    return ctx.rules.width_attention or plan.multipliers["attn"] != 1.0
+
+
+def _confirm_layout(root: nn.Module, plan: Plan, ctx: Context, measured: Measured) -> None:
+    """A plan made without a probe read layouts from module classes; the first forward measures them and
+    refuses the model where a measured role differs from the assumed one."""
+    assumed, _ = collect_views(root, ctx.shapes, ctx.matcher, None)
+    found, _ = collect_views(root, ctx.shapes, ctx.matcher, measured.layout)
+    roles = {v.name: v.role for vs in assumed.values() for v in vs}
+    wrong = [f"{v.name} (assumed {roles[v.name]}, measured {v.role})" for vs in found.values() for v in vs
+             if v.measured and roles.get(v.name) not in (None, v.role)]
+    if wrong:
+        raise BaseShapeError(
+            f"the first forward shows parameters used in another role than the plan assumed from their modules: "
+            f"{', '.join(wrong[:4])}. Pass example_inputs= to parametrize so their use is measured before the "
+            "plan is made.")
+
+
+class _FirstForward:
+    """Root pre-hook: runs the stages that need a forward on the model's first call, then removes itself."""
+
+    def __init__(self, plan: Plan, ctx: Context) -> None:
+        self.plan, self.ctx = plan, ctx
         self.handle: Any = None
         self.running = False
 
@@ -420,12 +315,18 @@ class _FirstForwardCheck:
             return None
         self.running = True
         try:
-            verify_attention(module, self.plan, self.scope, self.base, args, kwargs)
+            _finish(module, self.plan, self.ctx, small_batch(args, kwargs, PROBE_BATCH), None)
         finally:
             self.running = False
-        self.handle.remove()
-        self.handle = None
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
         return None
+
+
+def pending_first_forward(root: nn.Module) -> bool:
+    """Whether parametrize left its measured stages for the model's first forward (no example inputs)."""
+    return any(isinstance(hook, _FirstForward) for hook in root._forward_pre_hooks.values())
 
 
 def parametrize(
@@ -442,93 +343,96 @@ def parametrize(
     adapter: str | Adapter | None = "auto",
     attention: Mapping[str, str] | None = None,
     example_inputs: Any = None,
+    check: bool = True,
 ) -> Plan:
     """Parametrize ``model`` in place under ``scheme`` relative to ``base`` and return its Plan.
 
     Args:
         model: the target module, already built (any device).
-        base: the base/proxy shapes: an nn.Module (meta device is fine), a {name: shape} mapping, or a path
-            to a shapes file (hptransfer JSON from save_shapes, or mup .bsh).
+        base: the base/proxy shapes: an nn.Module (meta device is fine; a real one lets the safety net run on
+            any model), a {name: shape} mapping, or a path to a shapes file (hptransfer JSON, mup .bsh).
         scheme: "sp", "mup", "depth_mup" (alpha 1/2), "completep" (alpha 1), or a rules.Scheme.
-        readout: glob(s) of the output layer(s); auto-detected (or from the adapter) when None.
+        readout: glob(s) of the output layer(s) that take the tunable output multiplier. Every layer that maps
+            a width dim to a fixed one is a readout under mu-P (an MoE router too) and is found by itself.
         branches: glob(s) of residual-branch modules (their output is added to the residual stream).
             Needed by depth schemes unless the model uses hptransfer.nn.Residual or an adapter knows them.
-            m_L = #model/#base branches.
-        base_head_dim: head dim of the base. Read from the base itself when it is a model (its attention
-            modules, or one probe forward on the meta device); needed only when that is impossible.
+        base_head_dim: the base's head dim, needed only when the base cannot run a forward.
         multipliers: tunable width/depth-independent constants "output", "input", "attn", "branch" (default 1).
         init: "rescale" (init std follows the rule relative to the base), "keep" (e.g. pretrained weights),
             or a float sigma (redraw every weight with std sigma x the rule's factor).
-        delta: optional second model/shapes at another width; dims that differ between base and delta are
-            width dims even where the model has the base's size (lets a proxy equal to the base find its
-            readout and input layers).
+        delta: optional second model/shapes at another width: dims that differ between base and delta are
+            width dims even where the model has the base's size.
         adapter: "auto" (by the model's class, see hptransfer.adapters), an adapter name or object, or None.
-        attention: {module glob: attribute} for hand-written attention that multiplies q @ k^T by a float
-            attribute of its module; hptransfer scales that attribute.
-        example_inputs: inputs for one probe forward that checks every attention is reached (a tensor, a tuple
-            of positional args or a dict of keyword args). Without it (and without an adapter that makes
-            some), the check runs on the model's first forward.
+        attention: {module glob: attribute} naming where an attention's logit scale lives when it is not an
+            attribute of the module that runs the call; it is checked by changing it (probe.scale_sites).
+        example_inputs: inputs for the probe forward (a tensor, a tuple of positional args or a dict of keyword
+            args). Without them (and without an adapter that makes some) the measured stages run on the model's
+            first forward, on the first two samples of its batch.
+        check: run the measured safety net (hptransfer.check) and refuse a model that deviates from mu-P.
 
     Returns:
         The Plan; the model remembers it (``hptransfer.get_plan(model)``).
 
     Raises:
-        AttentionError: under a mu-P scheme, attention whose logit scale must change but cannot be reached.
+        AttentionError: attention whose logit scale must change but cannot be reached.
         InitError: with a meta base, a custom init whose width law is ambiguous (pass a real base or a sigma).
+        CheckError: the parametrized model does not do at init what mu-P predicts (the message says where).
     """
     root = unwrap(model)
     if getattr(root, PLAN_ATTR, None) is not None:
         raise AlreadyParametrizedError(
             "this model is already parametrized (it carries a Plan); build a fresh model, or call "
-            "hptransfer.unparametrize(model) first"
-        )
-    shapes = load_base(base, delta)  # read the base (and any file) once; build_plan reuses it
-    found = find_adapter(root, adapter)
-    structure = found.describe(root, base, shapes) if found is not None else None
-    plan = build_plan(root, shapes, scheme, readout=readout, branches=branches, base_head_dim=base_head_dim,
-                      multipliers=multipliers, init=init, structure=structure)
+            "hptransfer.unparametrize(model) first")
     rules = get_scheme(scheme)
-    _plan_attention(root, plan, rules, _attention_sites(root, structure or Structure(""), attention), base,
-                    base_head_dim)
-    handles, scope = _install_multipliers(root, plan, shapes, rules)
+    if not (init in ("rescale", "keep") or (isinstance(init, (int, float)) and not isinstance(init, bool)
+                                            and init > 0)):
+        raise SchemeError(f"init={init!r}: use 'rescale', 'keep' or a positive float sigma")
+    named_attention = _named_attention(root, attention)
+    shapes = load_base(base, delta)  # read the base (and any file) once
+    found = find_adapter(root, adapter)
+    knowledge = found.describe(root, base, shapes) if found is not None else None
+    if example_inputs is None and knowledge is not None and knowledge.example_inputs is not None:
+        example_inputs = knowledge.example_inputs()
+    inputs = as_args(example_inputs) if example_inputs is not None else None
+    measured = _measure(root, *inputs, attention=True) if inputs is not None else None
+    matcher = Matcher.build(root, shapes, base if isinstance(base, nn.Module) else None)
+    structure = read_structure(
+        root, shapes, matcher, layout=measured.layout if measured else None,
+        readout=as_globs(readout) or (knowledge.readout if knowledge else []),
+        branches=as_globs(branches) or ((knowledge.branches or []) if knowledge else []),
+        inputs=knowledge.inputs if knowledge else (), order=measured.order if measured else (),
+        adapter=knowledge.adapter if knowledge else "", input_std=knowledge.input_std if knowledge else None,
+        branch_note=knowledge.branch_note if knowledge else "")
+    plan = decide(structure, rules, multipliers, init, base_head_dim)
+    ctx = Context(base, shapes, matcher, rules, knowledge, named_attention, check, base_head_dim,
+                  call={"readout": readout, "branches": branches, "adapter": adapter, "attention": attention})
+    targets: list[float] = []
+    if measured is not None and _needs_attention(ctx, plan):
+        targets = _attention_records(root, plan, ctx, measured, *inputs)
+    _native_records(root, plan, ctx)
+    _constant_records(plan, knowledge, root)
+    real_base = _real_base(base, knowledge, rules, init)
+    ctx.rebuilt = real_base if real_base is not base else None
+    ctx.ratios = initialize(root, plan, real_base if isinstance(real_base, nn.Module) else None, matcher.measurable, knowledge.init if knowledge else None,
+                            rules.rescale_init)
+    deferred = inputs is None
+    hook = _FirstForward(plan, ctx)
+    if deferred:  # registered before install's hooks, so it runs first on the first forward
+        hook.handle = root.register_forward_pre_hook(hook, with_kwargs=True)
+    install(root, plan, attention_pending=deferred and _needs_attention(ctx, plan))
     setattr(root, PLAN_ATTR, plan)
-    setattr(root, HOOKS_ATTR, handles)
-    base_params = dict(base.named_parameters(remove_duplicate=False)) if isinstance(base, nn.Module) else {}
-    try:  # both decide before they change anything: on an error the model is left as it came
-        if rules.width_attention or plan.multipliers["attn"] != 1.0:
-            if example_inputs is None and structure is not None and structure.example_inputs is not None:
-                example_inputs = structure.example_inputs()
-            if example_inputs is not None:
-                if not verify_attention(root, plan, scope, base, *_as_args(example_inputs)) and scope is not None:
-                    _drop_scope(plan, scope)
-            else:
-                check = _FirstForwardCheck(plan, scope, base)
-                check.handle = root.register_forward_pre_hook(check, with_kwargs=True)
-                handles.append(check.handle)
-        initialize(root, plan, base_params, lambda name: match_base_name(name, shapes),
-                   structure.init if structure else None, rules.rescale_init)
-    except Exception:
-        unparametrize(root)
-        raise
+    setattr(root, STATE_ATTR, ctx)
+    if deferred:
+        getattr(root, HOOKS_ATTR).append(hook.handle)
+    else:
+        _check(root, plan, ctx, *inputs, targets)
     return plan
 
 
 def unparametrize(model: nn.Module) -> None:
-    """Remove forward multipliers, attention scales and the Plan (weights keep their current values)."""
+    """Remove forward multipliers, attention scales, constants and the Plan (weights keep their values)."""
     root = unwrap(model)
-    for handle in getattr(root, HOOKS_ATTR, []):
-        handle.remove()
-    plan = getattr(root, PLAN_ATTR, None)
-    modules = dict(root.named_modules())
-    for name, value in getattr(root, ORIGINALS_ATTR, {}).items():
-        attribute = next(m.attribute for m in plan.modules if m.name == name and m.attribute) if plan else None
-        if attribute:
-            setattr(modules[name], attribute, value)
-    for module in root.modules():
-        if isinstance(module, (hnn.Readout, hnn.TiedReadout, hnn.Residual)):
-            module.multiplier = 1.0
-        if isinstance(module, hnn.SelfAttention):
-            module.logit_scale_factor = 1.0
-    for attr in (PLAN_ATTR, HOOKS_ATTR, ORIGINALS_ATTR):
+    uninstall(root)
+    for attr in (PLAN_ATTR, STATE_ATTR):
         if hasattr(root, attr):
             delattr(root, attr)

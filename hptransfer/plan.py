@@ -31,7 +31,12 @@ class ParamRecord:
         lr, weight_decay: factor per optimizer family ("adam" covers Adam/AdamW, "sgd" SGD).
         eps: factor on Adam's epsilon.
         aliases: other names of the same tensor (tied weights).
-        init_source: where the base init std came from (see hptransfer.init).
+        init_source: where the base init std came from (see hptransfer.install.init).
+        base_std: the std the base has for this tensor (None: a constant, or not known).
+        fan_dims: (fan-in dim, fan-out dim) of a matrix, None where it has none.
+        stacked_dims: dims that index separate matrices (fused experts).
+        matched: the base parameter it was matched to, when that has another name (an added block).
+        measured: its role came from its use in a probe forward (False: from its module's class).
     """
 
     name: str
@@ -49,20 +54,30 @@ class ParamRecord:
     eps: float
     aliases: list[str] = field(default_factory=list)
     init_source: str = ""
+    base_std: float | None = None
+    fan_dims: tuple[int | None, int | None] | None = None
+    stacked_dims: tuple[int, ...] = ()
+    matched: str | None = None
+    measured: bool = False
 
 
 @dataclass
 class ModuleRecord:
-    """A forward multiplier parametrize() applies at a module: kind is readout, input, branch or attention.
+    """What parametrize() changes in a module's forward.
 
-    An attention record with ``attribute`` multiplies that float attribute of the module (its logit scale);
-    one without, named "" (the root), rescales SDPA / flex_attention calls made during the forward.
+    Kinds: "readout" (its input times ``factor``), "input" and "branch" (its output times ``factor``),
+    "attention" (with ``attribute``: that float attribute, the logit scale, times ``factor``; without: the SDPA
+    calls the module itself makes, "" for the root, rescaled by ``factor``), "native_attention"
+    (hptransfer.nn.SelfAttention's ``logit_scale_factor``), "constant" (a family's width-dependent constant in
+    ``attribute`` set to ``value``, its value at the base's width; ``factor`` is the change).
     """
 
     name: str
     kind: str
     factor: float
     attribute: str | None = None
+    value: float | None = None
+    why: str = ""
 
 
 @dataclass
@@ -79,6 +94,7 @@ class Plan:
         params: ParamRecord per canonical parameter name; modules: the forward multipliers.
         adapter: the model-family adapter that supplied readout, branches, attention and init (None: none).
         notes: advice on this model (e.g. what to set for depth transfer).
+        check: the measured safety net's result (hptransfer.check.CheckReport as a dict; None: not run yet).
     """
 
     scheme: str
@@ -94,6 +110,7 @@ class Plan:
     modules: list[ModuleRecord] = field(default_factory=list)
     adapter: str | None = None
     notes: list[str] = field(default_factory=list)
+    check: dict[str, Any] | None = None
 
     # ---- lookup -----------------------------------------------------------------------------------
     def record(self, name: str) -> ParamRecord:
@@ -123,6 +140,9 @@ class Plan:
         params = {}
         for raw in data["params"]:
             raw = dict(raw, shape=tuple(raw["shape"]), base_shape=tuple(raw["base_shape"]))
+            if raw.get("fan_dims") is not None:
+                raw["fan_dims"] = tuple(raw["fan_dims"])
+            raw["stacked_dims"] = tuple(raw.get("stacked_dims", ()))
             params[raw["name"]] = ParamRecord(**raw)
         modules = [ModuleRecord(**m) for m in data["modules"]]
         return cls(**body, params=params, modules=modules)
@@ -177,7 +197,13 @@ class Plan:
             if r.init_source:
                 sources[r.init_source] = sources.get(r.init_source, 0) + 1
         lines += [f"init std from: {source} ({count} parameter(s))" for source, count in sources.items()]
+        matched = [r for r in self.params.values() if r.matched]
+        if matched:
+            lines.append(f"matched by kind, not name: {len(matched)} parameter(s) of added blocks, e.g. "
+                         f"{matched[0].name} -> {matched[0].matched}")
         lines += [f"note: {note}" for note in self.notes]
+        if self.check is not None:
+            lines.append(f"check: {self.check.get('summary', '')}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import hptransfer as hpt
-from hptransfer.adapters import AttentionSite, find_adapter
-from hptransfer.adapters.hf import TransformersAdapter
+from hptransfer.adapters import find_adapter
 
 from hf_models import FAMILIES, MeasureLogitScale, VOCAB, bert, llama, meta
 
@@ -167,42 +166,24 @@ def test_adapter_can_be_named_or_disabled():
     assert "law 'constant'" in plan.record("model.layers.0.self_attn.q_proj.weight").init_source
 
 
-class NoAttentionAdapter(TransformersAdapter):
-    """A deliberately broken adapter: it forgets the attention modules."""
+def test_a_broken_attention_stage_is_refused_not_installed(monkeypatch):
+    """Negative controls: if the scale attribute were not found, eager attention could not be reached and is
+    refused; if the install forgot the scales it decided, the safety net measures the difference and refuses."""
+    import importlib
 
-    def describe(self, model, base, shapes):
-        structure = super().describe(model, base, shapes)
-        structure.attention = []
-        return structure
+    multipliers = importlib.import_module("hptransfer.install.multipliers")
+    stages = importlib.import_module("hptransfer.parametrize")  # the module (the package exports the function)
 
-
-class WrongScaleAdapter(TransformersAdapter):
-    """A deliberately broken adapter: it points at an attribute no attention implementation reads."""
-
-    def describe(self, model, base, shapes):
-        structure = super().describe(model, base, shapes)
-        for module in dict(model.named_modules()).values():
-            if hasattr(module, "scaling"):
-                module.unused_scale = module.scaling
-        structure.attention = [AttentionSite(s.module, "unused_scale", s.head_dim) for s in structure.attention]
-        return structure
-
-
-def test_a_broken_adapter_fails_the_measurement():
-    from hptransfer.adapters.hf import FAMILIES as LAYOUTS
-
-    layout = next(f for f in LAYOUTS if f.name == "llama")
-    x = torch.randint(0, VOCAB, (1, 8))
-    want = math.sqrt(16) / 64
-    # forgetting the attention leaves SDPA to the interception (still right) but eager is unreachable: refused
-    with pytest.raises(hpt.AttentionError, match="hand-written"):
-        hpt.parametrize(llama(256, impl="eager"), meta(llama, BASE), "mup", adapter=NoAttentionAdapter(layout))
-    model = llama(256, impl="eager")
-    hpt.parametrize(model, meta(llama, BASE), "mup", adapter=WrongScaleAdapter(layout))
-    measure = MeasureLogitScale()
-    with torch.no_grad(), measure:
-        model(x)
-    assert all(abs(s - want) > 0.5 * want for s in measure.scales)  # what the measurement test would catch
+    with monkeypatch.context() as patch:
+        patch.setattr(stages, "find_scale_sites", lambda *args, **kwargs: ({}, []))
+        with pytest.raises(hpt.AttentionError, match="hand-written"):
+            hpt.parametrize(llama(256, impl="eager"), meta(llama, BASE), "mup")
+    with monkeypatch.context() as patch:
+        patch.setattr(multipliers, "add_attention", lambda root, records: None)
+        model = llama(256, impl="eager")
+        with pytest.raises(hpt.CheckError, match="attention logit scale x2 the base's"):
+            hpt.parametrize(model, meta(llama, BASE), "mup")
+        assert hpt.get_plan(model) is None
 
 
 @pytest.mark.parametrize("name", ["Qwen2", "Qwen3", "Mistral"])

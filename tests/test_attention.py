@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hptransfer as hpt
-from hptransfer.attention import probe_attention
+from hptransfer.probe.attention import probe_attention
 from hptransfer.models import PlainGPT
 
 from conftest import meta
@@ -27,15 +27,33 @@ def tokens() -> torch.Tensor:
     return torch.randint(0, 96, (2, 16))
 
 
-def test_handwritten_attention_is_refused_on_first_forward_naming_attention():
-    model = gpt(WIDTH, eager_attention=True)
+def literal_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """nanoGPT's manual attention: the scale is written out in the forward and kept nowhere."""
+    batch, seq, width = x.shape
+    q, k, v = self.c_attn(x).split(width, dim=2)
+    q, k, v = (t.view(batch, seq, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
+    logits = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+    mask = torch.ones(seq, seq, dtype=torch.bool).tril()
+    y = logits.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+    return self.c_proj(y.transpose(1, 2).reshape(batch, seq, width))
+
+
+def literal_gpt(width: int) -> PlainGPT:
+    model = gpt(width, eager_attention=True)
+    for block in model.blocks:
+        block.attn.forward = literal_forward.__get__(block.attn)
+    return model
+
+
+def test_handwritten_attention_with_a_literal_scale_is_refused_on_first_forward_naming_attention():
+    model = literal_gpt(WIDTH)
     hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup")
-    with pytest.raises(hpt.AttentionError, match=r"blocks\.0\.attn.*hand-written.*attention=\{"):
+    with pytest.raises(hpt.AttentionError, match=r"blocks\.0\.attn.*hand-written.*no attribute of its module"):
         model(tokens())
 
 
 def test_handwritten_attention_is_refused_at_parametrize_with_example_inputs_and_model_left_as_it_was():
-    model = gpt(WIDTH, eager_attention=True)
+    model = literal_gpt(WIDTH)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with pytest.raises(hpt.AttentionError, match="hand-written"):
         hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup", example_inputs=tokens())
@@ -44,11 +62,13 @@ def test_handwritten_attention_is_refused_at_parametrize_with_example_inputs_and
     assert model.blocks[0].attn.scale == (WIDTH // HEADS) ** -0.5
 
 
-def test_handwritten_attention_reached_through_its_attribute():
+@pytest.mark.parametrize("named", [False, True])
+def test_handwritten_attention_reached_through_its_attribute(named):
+    """The attribute is found by changing it and measuring (no name needed); naming it checks it the same way."""
     model = gpt(WIDTH, eager_attention=True)
     plan = hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup",
-                           attention={"blocks.*.attn": "scale"})
-    model(tokens())  # the first forward also runs the attention check
+                           attention={"blocks.*.attn": "scale"} if named else None)
+    model(tokens())  # the first forward measures the attention
     calls = probe_attention(model, lambda: model(tokens()))
     assert [c.kind for c in calls] == ["softmax", "softmax"]
     assert all(c.scale == pytest.approx(WANT) for c in calls)
@@ -80,11 +100,11 @@ def test_sdpa_gets_the_base_head_dim_from_a_meta_base():
 
 def test_sdpa_with_a_shapes_only_base_asks_for_base_head_dim():
     model = gpt(WIDTH)
-    hpt.parametrize(model, hpt.shapes.shapes_of(meta(gpt, BASE)), "mup")
-    with pytest.raises(hpt.AttentionError, match="base_head_dim"):
+    hpt.parametrize(model, hpt.structure.shapes.shapes_of(meta(gpt, BASE)), "mup")
+    with pytest.raises(hpt.AttentionError, match="base_head_dim="):
         model(tokens())
     fixed = gpt(WIDTH)
-    hpt.parametrize(fixed, hpt.shapes.shapes_of(meta(gpt, BASE)), "mup", base_head_dim=BASE // HEADS)
+    hpt.parametrize(fixed, hpt.structure.shapes.shapes_of(meta(gpt, BASE)), "mup", base_head_dim=BASE // HEADS)
     fixed(tokens())
     calls = probe_attention(fixed, lambda: fixed(tokens()))
     assert all(c.scale == pytest.approx(WANT) for c in calls)
@@ -106,14 +126,17 @@ class FlexAttention(nn.Module):
 
         batch, seq, width = x.shape
         q, k, v = (t.view(batch, seq, self.heads, -1).transpose(1, 2) for t in self.qkv(x).split(width, -1))
-        return self.out(flex_attention(q, k, v, scale=self.scale).transpose(1, 2).reshape(batch, seq, width))
+        scale = self.scale if hasattr(self, "scale") else 1.0 / math.sqrt(self.head_dim)
+        return self.out(flex_attention(q, k, v, scale=scale).transpose(1, 2).reshape(batch, seq, width))
 
 
 class FlexModel(nn.Module):
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, literal: bool = False) -> None:
         super().__init__()
         self.inp = nn.Linear(8, width)
         self.attn = FlexAttention(width, HEADS)
+        if literal:  # the scale computed in the forward, kept nowhere
+            del self.attn.scale
         self.head = nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,11 +146,11 @@ class FlexModel(nn.Module):
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_attention_is_found_and_refused_then_reached_through_its_scale_attribute():
     x = torch.randn(2, 16, 8)
-    with pytest.raises(hpt.AttentionError, match=r"'attn' is flex_attention.*scale=self.scale"):
-        hpt.parametrize(FlexModel(WIDTH), meta(FlexModel, BASE), "mup", example_inputs=x)
+    with pytest.raises(hpt.AttentionError, match=r"'attn' is flex_attention.*scale="):
+        hpt.parametrize(FlexModel(WIDTH, literal=True), meta(FlexModel, BASE), "mup", example_inputs=x)
     torch.manual_seed(0)
     model = FlexModel(WIDTH)
-    hpt.parametrize(model, meta(FlexModel, BASE), "mup", example_inputs=x, attention={"attn": "scale"})
+    hpt.parametrize(model, meta(FlexModel, BASE), "mup", example_inputs=x)
     assert model.attn.scale == pytest.approx(WANT)
     # the same computation with SDPA and the mu-P scale written out by hand
     attn = model.attn
@@ -143,8 +166,14 @@ def test_attention_option_errors_name_the_problem():
     model = gpt(WIDTH, eager_attention=True)
     with pytest.raises(hpt.AttentionError, match="matched no module"):
         hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup", attention={"nope.*": "scale"})
-    with pytest.raises(hpt.AttentionError, match="no float attribute"):
+    with pytest.raises(hpt.AttentionError, match="has no attribute 'nope'"):
         hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup", attention={"blocks.*.attn": "nope"})
+    # an attribute that exists but sets no scale: found out by changing it
+    for block in model.blocks:
+        block.attn.unused = 1.0
+    with pytest.raises(hpt.AttentionError, match="did not change the scale"):
+        hpt.parametrize(model, meta(gpt, BASE, eager_attention=True), "mup", attention={"blocks.*.attn": "unused"},
+                        example_inputs=tokens())
 
 
 def test_sdpa_in_an_attribute_scaled_module_is_not_scaled_twice():
@@ -165,3 +194,72 @@ def test_attribute_and_interception_together_each_scale_once():
     calls = probe_attention(model, lambda: model(tokens()))
     assert [(c.kind, c.module) for c in calls] == [("softmax", "blocks.0.attn"), ("sdpa", "blocks.1.attn")]
     assert all(c.scale == pytest.approx(WANT) for c in calls)
+
+
+# ---- measured scales: any head-dim attribute name, any convention ------------------------------------------------
+def neox(width: int, impl: str = "sdpa") -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPTNeoXConfig(vocab_size=96, hidden_size=width, intermediate_size=2 * width,
+                                        num_hidden_layers=2, num_attention_heads=HEADS, max_position_embeddings=64,
+                                        attn_implementation=impl)
+    return transformers.GPTNeoXForCausalLM(config)
+
+
+def set_impl(model: nn.Module, impl: str) -> None:
+    model.config._attn_implementation = impl
+
+
+def test_a_head_dim_under_another_name_gets_its_scale_in_every_implementation():
+    """GPT-NeoX keeps its head dim in ``head_size``. The head dim now comes from q's shape and the attribute that
+    sets the scale (``scaling``) is found by changing it, so the scale is right for eager and sdpa alike (before,
+    only the sdpa call was rescaled and eager kept 1/sqrt(d), 4x mu-P's at width 256)."""
+    from hf_models import MeasureLogitScale
+
+    torch.manual_seed(0)
+    model = neox(WIDTH)
+    plan = hpt.parametrize(model, meta(neox, BASE), "mup")
+    assert [(m.name, m.attribute) for m in plan.modules if m.kind == "attention"] == [
+        ("gpt_neox.layers.0.attention", "scaling"), ("gpt_neox.layers.1.attention", "scaling")]
+    set_impl(model, "eager")
+    measure = MeasureLogitScale()
+    x = tokens()
+    with torch.no_grad(), measure:
+        eager = model(x).logits
+    assert len(measure.scales) == 2 and all(s == pytest.approx(WANT, rel=1e-4) for s in measure.scales)
+    set_impl(model, "sdpa")
+    with torch.no_grad():
+        sdpa = model(x).logits
+    assert float((eager - sdpa).norm() / sdpa.norm()) < 1e-5
+
+
+class ConstantScale(nn.Module):
+    """Attention that passes a constant scale to SDPA whatever its head dim (Gemma's query_pre_attn_scalar)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, width = x.shape
+        q, k, v = (t.view(batch, seq, HEADS, -1).transpose(1, 2) for t in self.qkv(x).split(width, -1))
+        y = F.scaled_dot_product_attention(q, k, v, scale=256**-0.5)
+        return self.out(y.transpose(1, 2).reshape(batch, seq, width))
+
+
+def test_a_constant_scale_is_carried_over_with_one_over_d():
+    """mu-P takes the base's scale s0 at head dim d0 to s0 * d0 / d: a constant 256^-1/2 at every width becomes
+    256^-1/2 / 4 at 4x the head dim (the old interception assumed 1/sqrt(d) and gave 256^-1/2 / 2)."""
+    x = torch.randn(2, 8, WIDTH)
+    model = ConstantScale(WIDTH)
+    hpt.parametrize(model, meta(ConstantScale, BASE), "mup", example_inputs=x, readout=[])
+    calls = probe_attention(model, lambda: model(x))
+    assert [c.scale for c in calls] == [pytest.approx(256**-0.5 * (BASE // HEADS) / (WIDTH // HEADS))]
+
+
+def test_a_library_attention_named_by_its_scale_attribute_needs_no_head_dim_attribute():
+    """attention={glob: "scaling"} on transformers' own eager attention: the head dim is measured, so no module
+    has to carry an int ``head_dim`` (GPT-NeoX's is ``head_size``; before, this demanded editing the library)."""
+    model = neox(WIDTH, impl="eager")
+    plan = hpt.parametrize(model, meta(neox, BASE, impl="eager"), "mup", attention={"*.attention": "scaling"})
+    assert plan.base_head_dim == BASE // HEADS
+    assert model.gpt_neox.layers[0].attention.scaling == pytest.approx(WANT)

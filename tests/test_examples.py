@@ -16,8 +16,9 @@ EXPECTED = {
     "hf_llama.py": [r"adapter=transformers:llama", r"resumed from a checkpoint"],
     "hf_gpt2.py": [r"adapter=transformers:gpt2", r"depth_mult 4, branch multiplier 0\.25"],
     "hf_bert.py": [r"adapter=transformers:bert", r"completep refused: .*post-LN"],
-    "handwritten_attention.py": [r"refused: attention in 'blocks\.0\.attn' is hand-written",
-                                 r"attention scale now 0\.0625"],
+    "handwritten_attention.py": [r"refused: attention in 'blocks\.0\.attn'.* is hand-written.*no attribute of its "
+                                 r"module sets it", r"attention scale now 0\.0625 .* found in \[\('blocks\.0\.attn', "
+                                 r"'scale'\)"],
     "nanogpt_init.py": [r"law 'constant'", r"c_attn std 0\.0070"],
 }
 

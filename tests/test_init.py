@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import hptransfer as hpt
-from hptransfer.init import Weight, infer_law, is_pytorch_default
+from hptransfer.install.init import Weight, infer_law, is_pytorch_default
 from hptransfer.models import PlainGPT, PlainMLP
 
 from conftest import meta

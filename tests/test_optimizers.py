@@ -148,7 +148,7 @@ def test_schedulefree_adamw_takes_adams_groups_and_starts_in_train_mode():
         F.cross_entropy(model(BATCH).flatten(0, 1), BATCH.flatten()).backward()
         opt.step()
     trained = {n: p.detach().clone() for n, p in model.named_parameters()}
-    with hpt.optimizers.evaluation_weights(opt):  # the averaged weights differ from the training point
+    with hpt.optim.evaluation_weights(opt):  # the averaged weights differ from the training point
         assert any(not torch.equal(p, trained[n]) for n, p in model.named_parameters())
     # and training resumes at y (up to the rounding of the two lerps)
     assert all(torch.allclose(p, trained[n], rtol=0, atol=1e-6) for n, p in model.named_parameters())
@@ -185,7 +185,7 @@ def test_unknown_optimizer_names_the_families_and_registration_works():
         assert isinstance(opt, torch.optim.RMSprop)
         assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in adam.param_groups]
     finally:
-        from hptransfer.optimizers import OPTIMIZERS
+        from hptransfer.optim import OPTIMIZERS
 
         OPTIMIZERS.pop("rmsprop")
 
@@ -193,20 +193,20 @@ def test_unknown_optimizer_names_the_families_and_registration_works():
 def test_an_optimizer_that_cannot_step_sharded_parameters_is_refused_on_them(monkeypatch):
     """The refusal follows the registry's data: Adafactor and any optimizer registered with unsharded_only are
     refused on FSDP2-sharded parameters (the 2-rank run in test_optim.py shards for real), others are not."""
-    from hptransfer import optimizers
+    from hptransfer.optim import build, registry
 
     model = parametrized(256)
     hpt.register_optimizer("local_sgd", "sgd", lambda groups, kw: torch.optim.SGD(groups), unsharded_only="a reason")
     try:
         assert isinstance(hpt.build_optimizer(model, "local_sgd", lr=1e-2), torch.optim.SGD)  # not sharded
-        monkeypatch.setattr(optimizers, "_sharded", lambda params: True)
+        monkeypatch.setattr(build, "_sharded", lambda params: True)
         for name, reason in (("local_sgd", "a reason"), ("adafactor", "DTensor rejects")):
             with pytest.raises(SchemeError, match=rf"'{name}' cannot train FSDP2-sharded parameters: .*{reason}.*"
                                                   r"train.parallel=ddp"):
                 hpt.build_optimizer(model, name, lr=1e-2)
         assert isinstance(hpt.build_optimizer(model, "adamw", lr=1e-2), torch.optim.AdamW)
     finally:
-        optimizers.OPTIMIZERS.pop("local_sgd")
+        registry.OPTIMIZERS.pop("local_sgd")
 
 
 # ---- coordinate checks -------------------------------------------------------------------------------------

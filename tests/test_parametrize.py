@@ -240,8 +240,9 @@ def _unchanged(model: nn.Module, before: dict) -> bool:
 BAD_CALLS = {
     "name mismatch": (lambda: PlainMLP(128), lambda: {"0.weight": (64, 32)}, {}, hpt.BaseShapeError,
                       "no counterpart in the base"),
-    "ambiguous readout": (lambda: PlainGPT(64, 2), lambda: meta(PlainGPT, 32, 2), {"readout": "blocks.*.mlp.2"},
-                          hpt.ReadoutError, "lm_head"),
+    "readout not a readout": (lambda: PlainGPT(64, 2), lambda: meta(PlainGPT, 32, 2),
+                              {"readout": "blocks.*.mlp.2"}, hpt.ReadoutError,
+                              "'blocks.0.mlp.2' does not map a width dim to a fixed one"),
     "no branches": (lambda: PlainResMLP(64, 4), lambda: meta(PlainResMLP, 64, 2), {"scheme": "completep"},
                     hpt.BranchError, "branches="),
     "glob matches nothing": (lambda: PlainResMLP(64, 4), lambda: meta(PlainResMLP, 64, 2),
@@ -266,7 +267,7 @@ def test_bad_input_raises_and_changes_nothing(case):
     assert _unchanged(model, before)
 
 
-def test_ambiguous_readout_without_glob():
+def test_every_width_to_fixed_layer_is_a_readout_and_one_takes_the_output_multiplier():
     class TwoHeads(nn.Module):
         def __init__(self, width):
             super().__init__()
@@ -278,10 +279,14 @@ def test_ambiguous_readout_without_glob():
             h = self.body(x)
             return self.head_a(h), self.head_b(h)
 
-    with pytest.raises(hpt.ReadoutError, match="head_a, head_b"):
-        hpt.parametrize(TwoHeads(64), meta(TwoHeads, 16))
-    plan = hpt.parametrize(TwoHeads(64), meta(TwoHeads, 16), readout="head_*")
-    assert {m.name for m in plan.modules if m.kind == "readout"} == {"head_a", "head_b"}
+    def readouts(plan):
+        return {m.name: m.factor for m in plan.modules if m.kind == "readout"}
+
+    # both get mu-P's 1/m; the output multiplier goes to the one that runs last (a probe) or is registered last
+    plan = hpt.parametrize(TwoHeads(64), meta(TwoHeads, 16), multipliers={"output": 2.0})
+    assert readouts(plan) == {"head_a": pytest.approx(0.25), "head_b": pytest.approx(0.5)}
+    plan = hpt.parametrize(TwoHeads(64), meta(TwoHeads, 16), multipliers={"output": 2.0}, readout="head_a")
+    assert readouts(plan) == {"head_a": pytest.approx(0.5), "head_b": pytest.approx(0.25)}
 
 
 def test_parametrize_twice():

@@ -6,7 +6,7 @@ import pytest
 
 import hptransfer as hpt
 from hptransfer.models import PlainGPT, PlainMLP
-from hptransfer.shapes import glob_to_regex, index_pattern, load_base, match_base_name
+from hptransfer.structure.shapes import glob_to_regex, index_pattern, load_base, match_base_name
 
 from conftest import meta
 

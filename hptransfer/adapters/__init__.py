@@ -1,7 +1,9 @@
-"""Model-family adapters: what parametrize() must know about a family to apply the rules without guessing."""
+"""Model-family adapters: what parametrize() cannot measure about a family (residual layout, init law,
+width-dependent constants, probe inputs). The transformers families register themselves when transformers is
+installed."""
 
-from .base import (ADAPTERS, Adapter, AdapterError, AttentionSite, InitStd, Structure, available, find_adapter,
-                   register)
+from . import hf  # noqa: F401  (registers the transformers families)
+from .base import ADAPTERS, Adapter, AdapterError, Constant, InitStd, Knowledge, available, find_adapter, register
 
-__all__ = ["ADAPTERS", "Adapter", "AdapterError", "AttentionSite", "InitStd", "Structure", "available",
-           "find_adapter", "register"]
+__all__ = ["ADAPTERS", "Adapter", "AdapterError", "Constant", "InitStd", "Knowledge", "available", "find_adapter",
+           "register"]

@@ -1,9 +1,9 @@
 """What an adapter tells parametrize() about a model family, and how adapters are found.
 
-An adapter reads one model (and its base) and returns a :class:`Structure`: the readout, the input layers, the
-residual branches, the attention modules with the attribute that holds their logit scale, and the family's
-own init stds. With that, parametrize() needs no globs, no ``base_head_dim`` and no real base for families it
-knows, and it can refuse instead of guessing where a family hides something it cannot reach.
+Most of a model's structure is measured (hptransfer.probe, hptransfer.structure). An adapter adds what cannot
+be: where the residual branches are, the family's init law (so a meta base suffices), inputs for a probe
+forward, constants in the family's forward that depend on the width (set back to the base's value), and how
+to rebuild the base with its real init for the safety net.
 """
 
 from __future__ import annotations
@@ -21,21 +21,6 @@ class AdapterError(HptError, ValueError):
 
 
 @dataclass(frozen=True)
-class AttentionSite:
-    """One attention module whose logits are ``attribute * q.k`` (the attribute is a plain float).
-
-    Attributes:
-        module: the module's name in the model.
-        attribute: the float attribute every attention implementation reads (``scaling`` in transformers).
-        head_dim: the per-head width of q and k in this module.
-    """
-
-    module: str
-    attribute: str
-    head_dim: int
-
-
-@dataclass(frozen=True)
 class InitStd:
     """The std a family's own init gives one weight: at the base's shape and at the model's shape."""
 
@@ -44,21 +29,32 @@ class InitStd:
     source: str
 
 
+@dataclass(frozen=True)
+class Constant:
+    """A width-dependent constant of the family's forward, held in ``attribute`` of ``module``: parametrize() sets
+    it to ``base_value`` (its value at the base's width), so the forward no longer changes with width."""
+
+    module: str
+    attribute: str
+    base_value: float
+    why: str
+
+
 @dataclass
-class Structure:
-    """What an adapter found in one model (every name is a module or parameter name of the model).
+class Knowledge:
+    """What an adapter knows about one model (every name is a module or parameter name of the model).
 
     Attributes:
         adapter: the adapter's name (recorded in the Plan).
-        readout: output layer module(s).
+        readout: output layer module(s) that take the tunable output multiplier.
         inputs: embedding / input layer module(s).
         branches: residual-branch modules (their output is added to the stream); None when the family has
             none that a multiplier can reach (``branch_note`` says why).
-        attention: attention modules with a scale attribute.
         init: the family's init std of each parameter it initializes with a random normal.
         example_inputs: builds a small input batch for a probe forward (None: not known).
-        input_std: the family's init std of its embeddings (None: not known); the depth schemes with
-            alpha > 1/2 need the embedding to carry the residual stream, and parametrize() advises from it.
+        input_std: the family's init std of its embeddings (None: not known).
+        constants: width-dependent constants of the forward, to be set to their base values.
+        rebuild_base: builds the base on the CPU with the family's own init (None: not known).
     """
 
     adapter: str
@@ -66,10 +62,11 @@ class Structure:
     inputs: list[str] = field(default_factory=list)
     branches: list[str] | None = None
     branch_note: str = ""
-    attention: list[AttentionSite] = field(default_factory=list)
     init: dict[str, InitStd] = field(default_factory=dict)
     example_inputs: Callable[[], Any] | None = None
     input_std: float | None = None
+    constants: list[Constant] = field(default_factory=list)
+    rebuild_base: Callable[[], nn.Module] | None = None
 
 
 class Adapter:
@@ -80,7 +77,7 @@ class Adapter:
     def matches(self, model: nn.Module) -> bool:
         raise NotImplementedError
 
-    def describe(self, model: nn.Module, base: Any, shapes: Any) -> Structure:
+    def describe(self, model: nn.Module, base: Any, shapes: Any) -> Knowledge:
         raise NotImplementedError
 
 
@@ -94,12 +91,7 @@ def register(adapter: Adapter) -> Adapter:
 
 
 def available() -> list[str]:
-    _load_builtin()
     return [a.name for a in ADAPTERS]
-
-
-def _load_builtin() -> None:
-    from . import hf  # noqa: F401  (registers the transformers families when transformers is installed)
 
 
 def find_adapter(model: nn.Module, choice: str | Adapter | None = "auto") -> Adapter | None:
@@ -108,7 +100,6 @@ def find_adapter(model: nn.Module, choice: str | Adapter | None = "auto") -> Ada
         return None
     if isinstance(choice, Adapter):
         return choice
-    _load_builtin()
     if choice == "auto":
         return next((a for a in ADAPTERS if a.matches(model)), None)
     for adapter in ADAPTERS:

@@ -26,7 +26,7 @@ from .. import nn as hnn
 from ..data.datasets import Classification, TokenStream
 from ..errors import HptError
 from ..models.registry import ModelSpec
-from ..optimizers import build_optimizer, evaluation_weights, training_weights
+from ..optim import build_optimizer, evaluation_weights, training_weights
 from ..outputs import output_logits
 from . import checkpoint as ckpt
 
@@ -60,7 +60,7 @@ class TrainSettings:
 
 @dataclass
 class OptimSettings:
-    name: str = "adamw"  # adam | adamw | sgd | adafactor | lion | muon | schedulefree_adamw (hptransfer.optimizers)
+    name: str = "adamw"  # adam | adamw | sgd | adafactor | lion | muon | schedulefree_adamw (hptransfer.optim)
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)  # Adam family, Lion, and Muon's AdamW part
     eps: float = 1e-8

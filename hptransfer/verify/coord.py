@@ -29,11 +29,12 @@ from torch import nn
 
 from .. import nn as hnn
 from ..errors import HptError
-from ..attention import AttentionProbe
-from ..optimizers import build_optimizer, optimizer_spec
+from ..probe.attention import AttentionRecorder
+from ..probe.forward import run_probe
+from ..optim import build_optimizer, optimizer_spec
 from ..outputs import output_logits
-from ..parametrize import get_plan, unwrap
-from ..shapes import as_globs, index_pattern, match_any
+from ..parametrize import get_plan, pending_first_forward, unwrap
+from ..structure.shapes import as_globs, index_pattern, match_any
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +589,7 @@ def coord_check(
             probe_inputs, probe_targets = first = next(batches)
             tokens = int(probe_targets.numel())
             probe_inputs = _to(probe_inputs, device)
-            if _pending_first_forward(root):  # its attention check runs extra forwards: keep them out of the probe
+            if pending_first_forward(root):  # its attention check runs extra forwards: keep them out of the probe
                 with torch.no_grad():
                     model(probe_inputs)
             modules_now = dict(root.named_modules())
@@ -661,13 +662,6 @@ def coord_check(
     return result
 
 
-def _pending_first_forward(root: nn.Module) -> bool:
-    """Whether parametrize left its attention check for the model's first forward (no example inputs)."""
-    from ..parametrize import _FirstForwardCheck
-
-    return any(isinstance(hook, _FirstForwardCheck) for hook in root._forward_pre_hooks.values())
-
-
 def _modules_of_largest(build: Callable[[int], nn.Module], sizes: list[int], axis: str) -> dict[str, str]:
     """The default modules of the largest model: at the base's own width a plan cannot tell the readout or
     the input layers from their shapes, but module names are the same at every width."""
@@ -712,7 +706,9 @@ def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str], inputs: An
     calls: list[Any] = []
     try:
         if attention:  # wherever it is computed: hptransfer's modules, SDPA in user code, transformers
-            calls = AttentionProbe(root, keep_logits=True).run(lambda: outputs.append(model(inputs)))
+            recorder_calls = AttentionRecorder(keep_logits=True)
+            run_probe(root, lambda: outputs.append(model(inputs)), [recorder_calls])
+            calls = recorder_calls.calls
         else:
             outputs.append(model(inputs))
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
@@ -18,10 +17,10 @@ from typing import Iterable, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from .errors import BaseShapeError, ShapesFileError
+from ..errors import BaseShapeError, ShapesFileError
+from ..names import as_globs, glob_to_regex, index_pattern, match_any  # noqa: F401  (re-exported)
 
 SHAPES_FORMAT = "hptransfer.shapes/1"
-_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)")
 
 
 @dataclass
@@ -67,41 +66,6 @@ def module_names_from_params(names: Iterable[str]) -> set[str]:
         for end in range(1, len(parts) + 1):
             prefixes.add(".".join(parts[:end]))
     return prefixes
-
-
-def index_pattern(name: str) -> str:
-    """Replace numeric module indices by ``#`` (``blocks.7.fc.weight`` -> ``blocks.#.fc.weight``)."""
-    return _INDEX.sub("#", name)
-
-
-def glob_to_regex(glob: str) -> re.Pattern[str]:
-    """Compile a module-name glob: ``*`` matches within one dotted component, ``**`` across components."""
-    out = []
-    i = 0
-    while i < len(glob):
-        if glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif glob[i] == "*":
-            out.append(r"[^.]*")
-            i += 1
-        elif glob[i] == "?":
-            out.append(r"[^.]")
-            i += 1
-        else:
-            out.append(re.escape(glob[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def as_globs(globs: str | Sequence[str] | None) -> list[str]:
-    if globs is None:
-        return []
-    return [globs] if isinstance(globs, str) else list(globs)
-
-
-def match_any(name: str, globs: Sequence[str]) -> bool:
-    return any(glob_to_regex(g).match(name) for g in globs)
 
 
 def shapes_of(module: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -14,8 +14,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .errors import NotParametrizedError, SchemeError
-from .parametrize import get_plan, unwrap
+from ..errors import NotParametrizedError, SchemeError
+from ..parametrize import get_plan, unwrap
+from .muon import muon_lr_adjustment
+from .registry import OPTIMIZERS, optimizer_spec
 
 
 def param_groups(
@@ -36,7 +38,7 @@ def param_groups(
     Args:
         model: a parametrized model (possibly compiled, DDP-wrapped or fully_shard-ed).
         lr: global (base-model) learning rate. weight_decay: global weight decay. eps: Adam epsilon.
-        optimizer: a registered optimizer name (hptransfer.optimizers: adam, adamw, sgd, adafactor, lion,
+        optimizer: a registered optimizer name (hptransfer.optim.registry: adam, adamw, sgd, adafactor, lion,
             muon, or one you registered); its family decides each parameter's LR factor (rules.py).
         independent_weight_decay: decay not multiplied by lr (group wd = weight_decay / group lr); default
             is PyTorch-coupled decay with lr * wd kept width-invariant.
@@ -49,8 +51,6 @@ def param_groups(
         A list of dicts for the optimizer; each has params, lr, weight_decay, lr_scale, hpt_group, and eps
         where the optimizer takes one; muon groups also say ``algorithm`` ("muon" or "adamw").
     """
-    from .optimizers import OPTIMIZERS, muon_lr_adjustment, optimizer_spec
-
     spec = optimizer_spec(optimizer)
     if decay not in ("all", "matrices"):
         raise SchemeError(f"decay={decay!r}: choose 'all' or 'matrices'")

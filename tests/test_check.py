@@ -1,0 +1,111 @@
+"""The measured safety net (hptransfer.check): the parametrized model at init against its base."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import hptransfer as hpt
+
+from conftest import meta
+from zoo import SdpaLM, seq2seq, tokens
+
+transformers = pytest.importorskip("transformers", reason="the [hf] extra (transformers) is not installed")
+
+
+def rms(t: torch.Tensor) -> float:
+    return float(t.detach().float().pow(2).mean().sqrt())
+
+
+def test_a_width_dependent_constant_in_the_forward_is_refused_with_where_and_how_much():
+    """Research code multiplies its embeddings by sqrt(d_model): at 4x the width the first block's input is 2x the
+    base's (width exponent +1/2). Refused, naming the block, the ratio and the exponent; nothing stays installed."""
+    model = SdpaLM(128, 1, embed_scale=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(hpt.CheckError, match=r"blocks\.0: input rms x(1\.9\d*|2|2\.0\d*) the base's, width exponent "
+                                             r"\+0\.(49|5).*constant in the forward"):
+        hpt.parametrize(model, meta(SdpaLM, 32, 1, embed_scale=True), "mup", example_inputs=tokens())
+    assert hpt.get_plan(model) is None
+    assert all(torch.allclose(before[n], p, rtol=1e-6) for n, p in model.named_parameters())
+    # the negative control: the same model without the constant passes, and the plan says so
+    plan = hpt.parametrize(SdpaLM(128, 1), meta(SdpaLM, 32, 1), "mup", example_inputs=tokens())
+    assert plan.check["ran"] and not plan.check["deviations"] and "as mu-P predicts" in plan.check["summary"]
+    # and check=False accepts the model as it is, saying so
+    plan = hpt.parametrize(SdpaLM(128, 1, embed_scale=True), meta(SdpaLM, 32, 1, embed_scale=True), "mup",
+                           example_inputs=tokens(), check=False)
+    assert "skipped" in plan.check["summary"]
+
+
+def gemma(width: int) -> nn.Module:
+    config = transformers.GemmaConfig(vocab_size=96, hidden_size=width, intermediate_size=2 * width,
+                                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                      head_dim=width // 4, attn_implementation="sdpa")
+    return transformers.GemmaForCausalLM(config)
+
+
+def test_gemmas_embedding_normalizer_is_kept_at_the_base_value():
+    """Gemma multiplies its embeddings by sqrt(hidden): the adapter sets the normalizer to sqrt(base hidden), so the
+    embeddings' output has the base's rms at every width (it grew 2x at 4x the width)."""
+    torch.manual_seed(0)
+    model, base = gemma(128), gemma(32)
+    plan = hpt.parametrize(model, meta(gemma, 32), "mup")
+    constant = next(m for m in plan.modules if m.kind == "constant" and m.attribute == "embed_scale")
+    assert constant.value == pytest.approx(math.sqrt(32)) and constant.factor == pytest.approx(0.5)
+    assert float(model.model.embed_tokens.embed_scale) == pytest.approx(math.sqrt(32))
+    ids = tokens()
+    with torch.no_grad():
+        assert rms(model.model.embed_tokens(ids)) == pytest.approx(rms(base.model.embed_tokens(ids)), rel=0.1)
+    hpt.unparametrize(model)
+    assert float(model.model.embed_tokens.embed_scale) == pytest.approx(math.sqrt(128))
+
+
+def t5(width: int) -> nn.Module:
+    config = transformers.T5Config(vocab_size=96, d_model=width, d_ff=2 * width, d_kv=width // 4, num_heads=4,
+                                   num_layers=1, dropout_rate=0.0)
+    return transformers.T5ForConditionalGeneration(config)
+
+
+def test_t5_encoder_decoder_is_probed_and_its_width_constants_are_reached():
+    """T5 takes decoder inputs too (the probe passes them), scales its logits by nothing but d_model^-1/2 before a
+    tied head (kept at the base's d_model: the readout's 1/m does the rest), and draws its relative position
+    bias, a (buckets, heads) table with no width dim, with std d_model^-1/2 (kept at the base's std)."""
+    torch.manual_seed(0)
+    model = t5(128)
+    plan = hpt.parametrize(model, meta(t5, 32), "mup")
+    assert plan.check["ran"] and not plan.check["deviations"]
+    assert model.model_dim == 32
+    bias = model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    assert plan.record(next(n for n, p in model.named_parameters() if p is bias)).role == "scalar"
+    assert float(bias.std()) == pytest.approx(32**-0.5, rel=0.15)  # the base's; the model's own was 128^-1/2
+    scales = {m.name: m.factor for m in plan.modules if m.kind == "attention"}
+    assert scales and all(f == pytest.approx(32 / 128) for f in scales.values())  # T5's scale 1 -> d0 / d
+    inputs = seq2seq()
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()
+
+
+def test_an_install_that_misses_a_rule_is_caught(monkeypatch):
+    """Negative control: with the init left unrescaled (a broken install), the hidden activations of a 4x wider
+    model are 2x the base's: refused."""
+    init = importlib.import_module("hptransfer.install.init")
+    monkeypatch.setattr(init, "record_base_stds", lambda root, plan: None)
+    stages = importlib.import_module("hptransfer.parametrize")
+    monkeypatch.setattr(stages, "initialize", lambda *args, **kwargs: {})
+
+    class Net(nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.inp, self.hidden, self.out = nn.Linear(8, width), nn.Linear(width, width), nn.Linear(width, 3)
+            for layer in (self.inp, self.hidden, self.out):
+                nn.init.normal_(layer.weight, std=0.5)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.hidden(torch.relu(self.inp(x)))))
+
+    with pytest.raises(hpt.CheckError, match=r"hidden: output rms x(1\.[89]\d*|2|2\.[01]\d*) the base's, width "
+                                             r"exponent \+0\.(4|5)"):
+        hpt.parametrize(Net(128), Net(32), "mup", example_inputs=torch.randn(64, 8))
