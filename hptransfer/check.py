@@ -157,10 +157,16 @@ def _excluded(plan: Plan, names: Sequence[str]) -> set[str]:
     return {n for n in names if any(r == n or r.startswith(n + ".") or n == "" for r in readouts)}
 
 
+MIN_ENTRIES = 256  # a module with fewer parameter entries in the base outputs a handful of random numbers
+
+
 def compared_modules(root: nn.Module, base: nn.Module, plan: Plan) -> list[str]:
-    """Modules with parameters in both the model and the base, readouts and their parents excluded."""
-    base_names = {n for n, _ in base.named_modules()}
-    names = [n for n, m in root.named_modules() if n and n in base_names and any(True for _ in m.parameters())]
+    """Modules with parameters in both the model and the base, readouts and their parents excluded; a module with
+    fewer than MIN_ENTRIES parameter entries in the base (a 32 x 4 relative-position table) is left out: its
+    output's rms is the noise of one small draw."""
+    base_modules = dict(base.named_modules())
+    names = [n for n, m in root.named_modules() if n and n in base_modules and any(True for _ in m.parameters())
+             and sum(p.numel() for p in base_modules[n].parameters()) >= MIN_ENTRIES]
     skip = _excluded(plan, names)
     return [n for n in names if n not in skip]
 

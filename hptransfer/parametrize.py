@@ -98,22 +98,25 @@ def _measure(root: nn.Module, args: tuple, kwargs: dict, attention: bool) -> Mea
     return Measured(dict(layout.uses), calls.calls, order)
 
 
-def _base_calls(base: Any, args: tuple, kwargs: dict) -> list[AttentionCall] | None:
+def _base_calls(base: Any, args: tuple, kwargs: dict) -> tuple[list[AttentionCall] | None, str]:
     """The base's attention calls from one forward: on its own device (meta included), else on a CPU copy with
-    arbitrary values (the calls' head dims and scales do not depend on them); None when it cannot run."""
+    arbitrary values (the calls' head dims and scales do not depend on them). None, and why, when it cannot run."""
     if not isinstance(base, nn.Module):
-        return None
+        return None, "the base is a shapes file or mapping, which cannot run a forward"
+    reason = ""
     for attempt in ("own", "cpu"):
         try:
             runner = base if attempt == "own" else arbitrary_cpu_copy(base)
             recorder = AttentionRecorder()
             run_probe(runner, forward_of(runner, args, kwargs), [recorder])
-            return recorder.calls
+            return recorder.calls, ""
         except Exception as err:  # an op without a meta kernel, data-dependent control flow, ...
             log.info("could not run the base (%s) to read its attention calls: %s", attempt, err)
+            reason = (f"the base could not run a forward on the example inputs ({type(err).__name__}: "
+                      f"{str(err)[:160]}); inputs must have no width dim (token ids, images, features)")
             if attempt == "own" and not is_meta(base):
-                return None
-    return None
+                break
+    return None, reason
 
 
 def _attention_records(root: nn.Module, plan: Plan, ctx: Context, measured: Measured, args: tuple,
@@ -124,7 +127,7 @@ def _attention_records(root: nn.Module, plan: Plan, ctx: Context, measured: Meas
     if not calls:
         return []
     width_attention = ctx.rules.width_attention
-    base_calls = _base_calls(ctx.base, args, kwargs) if width_attention else None
+    base_calls, why = _base_calls(ctx.base, args, kwargs) if width_attention else (None, "")
     if width_attention and base_calls is None and ctx.base_head_dim is not None:
         # no runnable base: the user's base_head_dim with the usual 1/sqrt(d) at the base
         base_calls = [AttentionCall(c.kind, c.module, ctx.base_head_dim, ctx.base_head_dim**-0.5) for c in calls]
@@ -132,7 +135,8 @@ def _attention_records(root: nn.Module, plan: Plan, ctx: Context, measured: Meas
     native = {n for n, m in root.named_modules() if isinstance(m, hnn.SelfAttention)}
     sites, notes = find_scale_sites(root, forward_of(root, args, kwargs), calls, named)
     decision = decide_attention(calls, base_calls, sites, width_attention=width_attention,
-                                attn=plan.multipliers["attn"], scheme=plan.scheme, native=native, site_notes=notes)
+                                attn=plan.multipliers["attn"], scheme=plan.scheme, native=native, site_notes=notes,
+                                base_failure=why)
     if named:
         for module, attributes in named.items():
             for attribute in attributes:

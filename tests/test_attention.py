@@ -237,9 +237,10 @@ class ConstantScale(nn.Module):
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.inp, self.qkv, self.out = nn.Linear(8, width), nn.Linear(width, 3 * width), nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
         batch, seq, width = x.shape
         q, k, v = (t.view(batch, seq, HEADS, -1).transpose(1, 2) for t in self.qkv(x).split(width, -1))
         y = F.scaled_dot_product_attention(q, k, v, scale=256**-0.5)
@@ -249,9 +250,9 @@ class ConstantScale(nn.Module):
 def test_a_constant_scale_is_carried_over_with_one_over_d():
     """mu-P takes the base's scale s0 at head dim d0 to s0 * d0 / d: a constant 256^-1/2 at every width becomes
     256^-1/2 / 4 at 4x the head dim (the old interception assumed 1/sqrt(d) and gave 256^-1/2 / 2)."""
-    x = torch.randn(2, 8, WIDTH)
+    x = torch.randn(2, 8, 8)
     model = ConstantScale(WIDTH)
-    hpt.parametrize(model, meta(ConstantScale, BASE), "mup", example_inputs=x, readout=[])
+    hpt.parametrize(model, meta(ConstantScale, BASE), "mup", example_inputs=x)
     calls = probe_attention(model, lambda: model(x))
     assert [c.scale for c in calls] == [pytest.approx(256**-0.5 * (BASE // HEADS) / (WIDTH // HEADS))]
 
@@ -260,6 +261,6 @@ def test_a_library_attention_named_by_its_scale_attribute_needs_no_head_dim_attr
     """attention={glob: "scaling"} on transformers' own eager attention: the head dim is measured, so no module
     has to carry an int ``head_dim`` (GPT-NeoX's is ``head_size``; before, this demanded editing the library)."""
     model = neox(WIDTH, impl="eager")
-    plan = hpt.parametrize(model, meta(neox, BASE, impl="eager"), "mup", attention={"*.attention": "scaling"})
+    plan = hpt.parametrize(model, meta(neox, BASE, impl="eager"), "mup", attention={"gpt_neox.layers.*.attention": "scaling"})
     assert plan.base_head_dim == BASE // HEADS
     assert model.gpt_neox.layers[0].attention.scaling == pytest.approx(WANT)

@@ -133,9 +133,9 @@ def test_without_example_inputs_the_first_forward_measures_and_refuses_a_wrong_g
             return self.out(x @ self.w_in)
 
     model = Raw(64)
-    hpt.parametrize(model, meta(Raw, 16), "mup")
+    hpt.parametrize(model, Raw(16), "mup")
     with pytest.raises(hpt.BaseShapeError, match=r"w_in \(assumed output, measured input\).*example_inputs="):
         model(torch.randn(4, 8))
     fixed = Raw(64)
-    plan = hpt.parametrize(fixed, meta(Raw, 16), "mup", example_inputs=torch.randn(4, 8))
+    plan = hpt.parametrize(fixed, Raw(16), "mup", example_inputs=torch.randn(4, 8))
     assert plan.record("w_in").role == "input"

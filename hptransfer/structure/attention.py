@@ -56,7 +56,8 @@ def counterparts(model_calls: Sequence[AttentionCall], base_calls: Sequence[Atte
 
 def decide_attention(model_calls: Sequence[AttentionCall], base_calls: Sequence[AttentionCall] | None,
                      sites: dict[int, ScaleSite], *, width_attention: bool, attn: float, scheme: str,
-                     native: set[str] = frozenset(), site_notes: Sequence[str] = ()) -> AttentionDecision:
+                     native: set[str] = frozenset(), site_notes: Sequence[str] = (),
+                     base_failure: str = "") -> AttentionDecision:
     """Records that give every call its target scale; problems for the calls that cannot be given it.
 
     Args:
@@ -79,8 +80,8 @@ def decide_attention(model_calls: Sequence[AttentionCall], base_calls: Sequence[
             if base is None:
                 decision.problems.append(
                     f"attention ({call.kind}) in {where!r}, head dim {call.head_dim}: "
-                    + ("the base could not run a forward (a shapes file or mapping cannot), so its scale at the "
-                       "base's width is unknown: pass the base as a model (the meta device is fine), or "
+                    + (f"{base_failure or 'the base could not run'}, so its scale at the base's width is unknown: "
+                       "pass the base as a model that runs on those inputs (the meta device is fine), or "
                        "base_head_dim=<the base's head dim> if the base scales by 1/sqrt(head dim)"
                        if base_calls is None else "the base ran no attention call there, so its scale at the base's "
                        "width is unknown; build the base from the same model class"))
