@@ -158,3 +158,15 @@ def sweep_sizes(run: Callable[[float, int, int], float], sizes: list[int], args:
             "spread_octaves": spread(optima), "shared_log2_lr": shared, "loss_at_shared": at_shared,
             "larger_better_at_shared": all(b < a for a, b in zip(at_shared, at_shared[1:])),
             "sweeps": {str(size): s.to_dict() for size, s in sweeps.items()}}
+
+
+def width_sweeps(spec, scheme: str, data, settings, optim, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
+    """sweep_sizes over ``args.widths`` for one scheme: each point trains ``spec`` (hptransfer.pipeline.train) at
+    that width and LR, with ``settings`` and the seed, and scores its final validation loss."""
+    from hptransfer.pipeline.train import HParams, TrainSettings, train
+
+    def run(log2_lr: float, seed: int, width: int) -> float:
+        return train(spec, scheme, data, HParams(lr=2.0 ** log2_lr),
+                     TrainSettings(**{**settings.__dict__, "seed": seed}), optim, width=width).val_loss
+
+    return sweep_sizes(run, args.widths, args, label=f"{scheme} width")

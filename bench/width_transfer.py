@@ -28,10 +28,10 @@ import torch
 
 from hptransfer.data import load_data
 from hptransfer.models import ModelSpec
-from hptransfer.pipeline.train import HParams, TrainSettings, train
+from hptransfer.pipeline.train import TrainSettings
 
 from common import RESULTS, device_name, transfer_optim_settings, write_result
-from sweeps import add_sweep_arguments, sweep_settings, sweep_sizes
+from sweeps import add_sweep_arguments, sweep_settings, width_sweeps
 
 
 def main() -> None:
@@ -73,10 +73,7 @@ def main() -> None:
     started = time.perf_counter()
     results = {}
     for scheme in args.schemes:
-        def run(log2_lr: float, seed: int, width: int) -> float:
-            return train(spec, scheme, data, HParams(lr=2.0 ** log2_lr),
-                         TrainSettings(**{**settings.__dict__, "seed": seed}), optim, width=width).val_loss
-        results[scheme] = sweep_sizes(run, args.widths, args, label=f"{scheme} width")
+        results[scheme] = width_sweeps(spec, scheme, data, settings, optim, args)
         print(f"{scheme}: spread {results[scheme]['spread_octaves']:.2f} octaves; wider better at log2 lr "
               f"{results[scheme]['shared_log2_lr']}: {results[scheme]['larger_better_at_shared']}", flush=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

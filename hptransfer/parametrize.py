@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -25,8 +26,9 @@ from .errors import AlreadyParametrizedError, AttentionError, BaseShapeError, Ch
 from .install import initialize, install, native_factor, uninstall
 from .install.multipliers import HOOKS_ATTR, add_attention
 from .plan import ModuleRecord, Plan
-from .probe import (AttentionCall, Inputs, AttentionRecorder, LayoutRecorder, MaterializeError, arbitrary_cpu_copy,
-                    as_args, forward_of, is_meta, materialize_base, run_probe, small_batch)
+from .probe.run import value_stats
+from .probe import (AttentionCall, AttentionRecorder, Inputs, LayoutRecorder, MaterializeError, arbitrary_cpu_copy,
+                    as_args, forward_of, inside, is_meta, materialize_base, run_probe, small_batch)
 from .probe.scale_sites import find_scale_sites
 from .rules import SCHEMES, Scheme, get_scheme
 from .structure.attention import decide_attention
@@ -83,6 +85,7 @@ class Context:
     call: dict[str, Any] = field(default_factory=dict)  # readout, branches, adapter, attention as the user gave them
     ratios: dict[str, float] = field(default_factory=dict)
     rebuilt: nn.Module | None = None  # the adapter's rebuild of a meta base (its real init)
+    value_stats: dict[str, tuple[float, bool]] | None = None  # the model's means and constants, read once
 
 
 def _measure(root: nn.Module, args: tuple, kwargs: dict, attention: bool) -> Measured:
@@ -133,7 +136,8 @@ def _attention_records(root: nn.Module, plan: Plan, ctx: Context, measured: Meas
         base_calls = [AttentionCall(c.kind, c.module, ctx.base_head_dim, ctx.base_head_dim**-0.5) for c in calls]
     named = ctx.attention
     native = {n for n, m in root.named_modules() if isinstance(m, hnn.SelfAttention)}
-    sites, notes = find_scale_sites(root, forward_of(root, args, kwargs), calls, named)
+    foreign = [c for c in calls if not inside(c.module, native)] if native else calls
+    sites, notes = find_scale_sites(root, forward_of(root, args, kwargs), calls, named) if foreign or named else ({}, [])
     decision = decide_attention(calls, base_calls, sites, width_attention=width_attention,
                                 attn=plan.multipliers["attn"], scheme=plan.scheme, native=native, site_notes=notes,
                                 base_failure=why)
@@ -219,6 +223,7 @@ def _check(root: nn.Module, plan: Plan, ctx: Context, args: tuple, kwargs: dict,
     if all(r.shape == r.base_shape for r in plan.params.values()):
         plan.check = {"ran": False, "summary": "not run: the model has the base's shape (every factor is 1)"}
         return
+    started = time.perf_counter()
     drawn = iter(range(10**6))
     try:
         bases = base_with_values(ctx.base, lambda meta_base: _materialize(meta_base, root, plan, ctx, next(drawn)))
@@ -232,6 +237,7 @@ def _check(root: nn.Module, plan: Plan, ctx: Context, args: tuple, kwargs: dict,
                         multipliers=plan.multipliers, init="keep", check=False, example_inputs=Inputs(args, kwargs),
                         **ctx.call)
     report = run_check(root, bases, plan, args, kwargs, targets)
+    report.seconds = time.perf_counter() - started  # the base's draws included
     plan.check = report.to_dict()
     if report.deviations:
         message = refusal(report, plan)
@@ -258,8 +264,10 @@ def _materialize(base: nn.Module, root: nn.Module, plan: Plan, ctx: Context, dra
         if draw:
             return None
         return ctx.rebuilt if ctx.rebuilt is not None else ctx.knowledge.rebuild_base()
+    if ctx.value_stats is None:
+        ctx.value_stats = value_stats(root)
     stds = {name: rec.base_std for name, rec in plan.params.items()}
-    return materialize_base(base, root, stds, ctx.matcher.measurable)
+    return materialize_base(base, root, stds, ctx.matcher.measurable, ctx.value_stats)
 
 
 def _undo(root: nn.Module, ctx: Context) -> None:

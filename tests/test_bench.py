@@ -42,6 +42,12 @@ SCRIPTS = {
     # every fault of the smoke grid FAILs (the smoke widths are too small to judge the correct scheme)
     "coord_faults.py": ("coord_faults-smoke", lambda d: len(d["cases"]) == 7 and all(
         c["verdict"] == "FAIL" for c in d["cases"] if c["fault"]) and "| gpt | adamw |" in d["table"]),
+    # the standard ResNet on digits: both schemes swept, and the depth check judged (Depth-mu-P, CompleteP, mu-P)
+    "resnet_transfer.py": ("resnet_transfer-smoke", lambda d: transfer_ok(d["results"], {"sp", "mup"}, 3)
+                           and set(d["depth_check"]) == {"depth_mup", "completep", "mup"}),
+    # the net's own seconds are part of parametrize's, and both models were timed
+    "safety_net_cost.py": ("safety_net_cost-smoke", lambda d: set(d["results"]) == {"hf_llama", "plain_gpt"} and all(
+        0 < r["net_reported_s"] <= r["parametrize_s"]["check"] for r in d["results"].values())),
 }
 
 

@@ -189,8 +189,15 @@ def _mean(dicts: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(d[k] for d in dicts) / len(dicts) for k in keys}
 
 
+def _track(stats: dict[str, float] | None, kind: str, ratio: float, expected: float) -> None:
+    """The worst relative error per kind of quantity (for the zoo table)."""
+    if stats is not None:
+        stats[kind] = max(stats.get(kind, 0.0), abs(ratio / expected - 1))
+
+
 def compare(models: list[nn.Module], bases: list[nn.Module], inputs: Any, readouts: tuple[str, ...], m: float,
-            branches: dict[str, float] | None = None, tolerance: float = 0.10) -> list[str]:
+            branches: dict[str, float] | None = None, tolerance: float = 0.10,
+            stats: dict[str, float] | None = None) -> list[str]:
     """Every quantity of the parametrized ``models`` against plain ``bases`` of the same depth, each averaged over
     the random draws given (one model and one base per seed: a single draw of a 32-wide product of random
     matrices is off by 10-20%): the problems found.
@@ -210,6 +217,8 @@ def compare(models: list[nn.Module], bases: list[nn.Module], inputs: Any, readou
             continue
         expected = m ** -0.5 if width_dims(tuple(param.shape), shapes[name]) >= 2 else 1.0
         ratio = model_stds[name] / base_stds[name]
+        # tables of fewer than 4096 entries are reported apart: their stds carry 1/sqrt(2n)-size sampling noise
+        _track(stats, "std" if param.numel() >= 4096 else "std, small tensors", ratio, expected)
         if abs(ratio / expected - 1) > tolerance + 2 / math.sqrt(param.numel() * len(models)):
             problems.append(f"std of {name}: x{ratio:.3g} the base's, mu-P x{expected:.3g}")
     owners = _owns_parameters(models[0])
@@ -236,8 +245,10 @@ def compare(models: list[nn.Module], bases: list[nn.Module], inputs: Any, readou
             # m^+1/2, an extra one m^-3/2: both outside [m^-1/2, 1].
             if not (m ** -0.5 * (1 - 2 * tolerance) <= ratio <= 1 + tolerance):
                 problems.append(f"rms of readout {name}: x{ratio:.3g} the base's, mu-P x{m ** -0.5:.3g}..x1")
-        elif abs(ratio - 1) > tolerance:
-            problems.append(f"rms of {name}: x{ratio:.3g} the base's, mu-P x1")
+        else:
+            _track(stats, "activation", ratio, 1.0)
+            if abs(ratio - 1) > tolerance:
+                problems.append(f"rms of {name}: x{ratio:.3g} the base's, mu-P x1")
     return problems
 
 
@@ -253,13 +264,17 @@ def module_order(model: nn.Module, inputs: Any) -> list[str]:
     return list(dict.fromkeys(order))
 
 
-def scale_problems(model: nn.Module, base: nn.Module, inputs: Any, tolerance: float = 0.10) -> list[str]:
+def scale_problems(model: nn.Module, base: nn.Module, inputs: Any, tolerance: float = 0.10,
+                   stats: dict[str, float] | None = None) -> list[str]:
     got, want = logit_scales(model, inputs), logit_scales(base, inputs)
     if len(got) != len(want):
         return [f"attention calls: {len(got)} in the model, {len(want)} in the base"]
     problems = []
     for index, ((kind, d, scale), (_, d0, s0)) in enumerate(zip(got, want)):
         expected = s0 * d0 / d
+        _track(stats, "attention scale", scale, expected)
+        if stats is not None:
+            stats["attention calls"] = stats.get("attention calls", 0) + 1
         if abs(scale / expected - 1) > tolerance:
             problems.append(f"attention call {index} ({kind}, head dim {d}): scale {scale:.4g}, mu-P {expected:.4g}")
     return problems

@@ -26,12 +26,24 @@ from torch import nn
 from ..structure.shapes import BaseShapes
 from .base import Adapter, Constant, InitStd, Knowledge, register
 
-try:  # transformers is an optional extra ([hf]); without it these adapters never match
-    from transformers import PreTrainedModel
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - exercised only where transformers is missing
-    PreTrainedModel = None
-    Conv1D = None
+def _is_transformers_model(model: nn.Module) -> bool:
+    """A transformers PreTrainedModel. transformers (the optional [hf] extra) is imported only for a model whose
+    class comes from it: importing it costs seconds that no other model should pay."""
+    if not any(cls.__module__.startswith("transformers.") for cls in type(model).__mro__):
+        return False
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - a transformers class without transformers installed
+        return False
+    return isinstance(model, PreTrainedModel)
+
+
+def _conv1d() -> type | None:
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover
+        return None
+    return Conv1D
 
 HEAD_NAMES = ("classifier", "score", "qa_outputs")
 EMBED_SCALES = ("scalar_embed_scale", "embed_scale")  # Gemma keeps a float and a 0-d buffer; BART a float
@@ -96,7 +108,7 @@ class TransformersAdapter(Adapter):
         self.name = f"transformers:{family.name}" if family else "transformers"
 
     def matches(self, model: nn.Module) -> bool:
-        if PreTrainedModel is None or not isinstance(model, PreTrainedModel):
+        if not _is_transformers_model(model):
             return False
         return self.family is None or getattr(model.config, "model_type", None) in self.family.model_types
 
@@ -111,7 +123,7 @@ class TransformersAdapter(Adapter):
         knowledge.inputs = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)
                             and n.rpartition(".")[2] != "relative_attention_bias"]
         knowledge.example_inputs = self._example_inputs(model)
-        if isinstance(base, PreTrainedModel):
+        if isinstance(base, nn.Module) and _is_transformers_model(base):
             knowledge.rebuild_base = lambda: _rebuild(base)
             knowledge.constants = _constants(model, base)
         if self.family is None:
@@ -161,7 +173,8 @@ class TransformersAdapter(Adapter):
         base_layers = {m for m in shapes.modules if re.search(self.family.layers, m)}
         base_n_layer = len(base_layers) or n_layer
         stds: dict[str, InitStd] = {}
-        kinds = (nn.Linear, nn.Embedding) + ((Conv1D,) if Conv1D is not None else ())
+        conv1d = _conv1d()
+        kinds = (nn.Linear, nn.Embedding) + ((conv1d,) if conv1d is not None else ())
         source = f"{self.name} init N(0, initializer_range={base_std:g})"
         for name, module in model.named_modules():
             if isinstance(module, kinds) and getattr(module, "weight", None) is not None:
@@ -217,7 +230,6 @@ def _constants(model: nn.Module, base: nn.Module) -> list[Constant]:
     return constants
 
 
-if PreTrainedModel is not None:
-    register(TransformersAdapter())  # the generic fallback, tried last
-    for _family in FAMILIES:
-        register(TransformersAdapter(_family))
+register(TransformersAdapter())  # the generic fallback, tried last
+for _family in FAMILIES:
+    register(TransformersAdapter(_family))

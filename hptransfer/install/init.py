@@ -43,6 +43,7 @@ class Weight:
     std: float
     fans: tuple[float, float]
     base_fans: tuple[float, float]
+    numel: int = 10**9  # entries: a std measured on n of them is off by about 1/sqrt(2n)
 
 
 def fans(rec: ParamRecord, shape: tuple[int, ...]) -> tuple[float, float]:
@@ -90,9 +91,12 @@ def infer_law(weights: list[Weight]) -> str | None:
         return "constant"
     fitting = []
     for name, law in LAWS.items():
-        constants = [w.std / law(*w.fans) for w in weights]
+        logs = [math.log(w.std / law(*w.fans)) for w in weights]
+        center = sorted(logs)[len(logs) // 2]
         spread_fans = max(law(*w.fans) for w in weights) / min(law(*w.fans) for w in weights)
-        if max(constants) / min(constants) <= 1 + EQUAL and spread_fans >= DISTINCT:
+        # one constant within 10% of each weight's, allowing each its sampling noise (3 x 1/sqrt(2n))
+        fits = all(abs(v - center) <= math.log(1 + EQUAL) + 3 / math.sqrt(2 * w.numel) for v, w in zip(logs, weights))
+        if fits and spread_fans >= DISTINCT:
             fitting.append(name)
     return fitting[0] if len(fitting) == 1 else None
 
@@ -172,7 +176,7 @@ def initialize(root: nn.Module, plan: Plan, base: nn.Module | None,
             ratios[name] = rec.init_std
             rec.init_source = "PyTorch default embedding N(0, 1): width-independent"
         elif param.dim() >= 2:
-            custom[name] = Weight(name, current, fans(rec, rec.shape), fans(rec, rec.base_shape))
+            custom[name] = Weight(name, current, fans(rec, rec.shape), fans(rec, rec.base_shape), param.numel())
         else:  # a non-zero custom vector (bias, gain): follows its owner's weight's law below
             custom[name] = Weight(name, current, (1.0, 1.0), (1.0, 1.0))
     if loaded:
@@ -183,7 +187,7 @@ def initialize(root: nn.Module, plan: Plan, base: nn.Module | None,
     if custom:
         # the model's other weights of the same module classes come from the same init code: they pin its law too
         classes = {type(modules[n.rpartition(".")[0]]) for n in custom}
-        peers = [Weight(n, float(params[n].float().std()), fans(r, r.shape), fans(r, r.base_shape))
+        peers = [Weight(n, float(params[n].float().std()), fans(r, r.shape), fans(r, r.base_shape), params[n].numel())
                  for n, r in plan.params.items() if n not in custom and params[n].dim() >= 2
                  and type(modules[n.rpartition(".")[0]]) in classes and params[n].numel() > 1
                  and float(params[n].float().std()) > 0]

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import HptError
 from ..parametrize import parametrize
 from .native import GPT, MLP, ResMLP, ResNet
+from .resnet import BasicBlock, Bottleneck, StandardResNet, branch_glob
 
 
 class UnknownModelError(HptError, ValueError):
@@ -35,6 +36,15 @@ def _resnet(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
     return ResNet(width, depth, in_channels=opts.pop("d_in", 1), n_classes=opts.pop("d_out", 10), **opts)
 
 
+def _standard_resnet(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
+    """torchvision's layout (hptransfer.models.resnet): three stages of ``width``, 2 ``width`` and 4 ``width``
+    channels, ``depth`` blocks each; ``block``: "basic" or "bottleneck"."""
+    opts = dict(opts)
+    block = {"basic": BasicBlock, "bottleneck": Bottleneck}[opts.pop("block", "basic")]
+    return StandardResNet(block, blocks=depth, stage_channels=(width, 2 * width, 4 * width),
+                          in_channels=opts.pop("d_in", 1), classes=opts.pop("d_out", 10), **opts)
+
+
 def _hf_llama(width: int, depth: int, opts: dict[str, Any]) -> nn.Module:
     """A transformers Llama built from a config (needs the [hf] extra): 4 heads, 2 KV heads, MLP 2 x width."""
     try:
@@ -53,6 +63,12 @@ LANGUAGE_MODELS = frozenset({"gpt", "hf_llama"})  # families that take token ids
 
 FAMILIES: dict[str, Callable[[int, int, dict[str, Any]], nn.Module]] = {
     "gpt": _gpt, "resmlp": _resmlp, "mlp": _mlp, "resnet": _resnet, "hf_llama": _hf_llama,
+    "standard_resnet": _standard_resnet,
+}
+# what parametrize needs to know about a family that its modules do not say (residual branches for depth schemes)
+PARAMETRIZE_OPTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "standard_resnet": lambda opts: {"branches": branch_glob(Bottleneck if opts.get("block") == "bottleneck"
+                                                             else BasicBlock)},
 }
 
 
@@ -95,9 +111,14 @@ class ModelSpec:
 
     def parametrized(self, scheme: str, width: int | None = None, depth: int | None = None,
                      **kwargs: Any) -> nn.Module:
-        """The model at (width, depth), parametrized against the base; a 2x-wide delta marks width dims."""
+        """The model at (width, depth), parametrized against the base; a 2x-wide delta marks width dims.
+
+        The base is built for real on the CPU (it is small), so its init is measured rather than inferred and the
+        safety net compares against it; its draws come from a forked RNG, so the model's stream is unchanged."""
         model = self.build(width, depth)
-        base = self.build(self.base_width, self.base_depth, device="meta")
+        with torch.random.fork_rng(devices=[]):
+            base = self.build(self.base_width, self.base_depth)
         delta = self.build(2 * self.base_width, self.base_depth, device="meta")
-        parametrize(model, base, scheme, delta=delta, **{**self.parametrize_options, **kwargs})
+        family_options = PARAMETRIZE_OPTIONS[self.family](self.options) if self.family in PARAMETRIZE_OPTIONS else {}
+        parametrize(model, base, scheme, delta=delta, **{**family_options, **self.parametrize_options, **kwargs})
         return model

@@ -6,8 +6,9 @@ each observation is tied to the module it happened in. Nothing here changes the 
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import nullcontext
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -70,13 +71,30 @@ class ProbeMode(TorchFunctionMode):
         return out
 
 
+@contextlib.contextmanager
+def untouched(*models: nn.Module) -> Iterator[None]:
+    """The models' BatchNorm statistics and the CPU RNG as they were before (a probe forward in train mode would
+    update the one and draw from the other)."""
+    saved = [(m, [b.detach().clone() for b in m.buffers(recurse=False)]) for model in models for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._NormBase)]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        with torch.no_grad():
+            for module, values in saved:
+                for buffer, value in zip(module.buffers(recurse=False), values):
+                    buffer.copy_(value)
+
+
 def run_probe(root: nn.Module, forward: Callable[[], Any], recorders: Sequence[Recorder]) -> Any:
-    """Run ``forward`` once (no grad, eager) with every recorder watching; returns the forward's output."""
+    """Run ``forward`` once (no grad, eager) with every recorder watching; returns the forward's output. The
+    model's BatchNorm statistics and the RNG are left as they were."""
     modules = ModuleStack(root)
     # flex_attention compiles a wrapper even in eager mode; a probe must not trigger (re)compiles
     stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
     try:
-        with torch.no_grad(), stance, modules, ProbeMode(modules, recorders):
+        with torch.no_grad(), untouched(root), stance, modules, ProbeMode(modules, recorders):
             return forward()
     finally:
         for recorder in recorders:

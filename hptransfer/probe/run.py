@@ -98,8 +98,24 @@ class MaterializeError(Exception):
     """A meta base that cannot be given its real values (the message says which buffer and why)."""
 
 
+def value_stats(model: nn.Module) -> dict[str, tuple[float, bool]]:
+    """Each parameter's (mean, whether all its entries are equal): what materialize_base reads of the model, to
+    compute once for several draws (the model may be large)."""
+    stats = {}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            values = param.detach().flatten()
+            head = values[:1024]  # a random init differs within its first entries: the full scan is for constants
+            constant = values.numel() < 2 or (bool((head == head[0]).all()) and bool((values == values[0]).all()))
+            # matrices are drawn around zero; a vector's mean (a gain near one) is kept
+            mean = float(values.float().mean()) if param.dim() < 2 and values.numel() else 0.0
+            stats[name] = (mean, constant)
+    return stats
+
+
 def materialize_base(base: nn.Module, model: nn.Module, base_stds: Mapping[str, float | None],
-                     base_name: Callable[[str], str | None]) -> nn.Module:
+                     base_name: Callable[[str], str | None],
+                     stats: Mapping[str, tuple[float, bool]] | None = None) -> nn.Module:
     """A CPU copy of the base with its init: each parameter drawn at the base std the plan found (``base_stds``,
     keyed by the *model's* parameter names; None: a constant, copied from the model), BatchNorm statistics reset,
     and buffers copied from the model where they have the base's shape and more than one entry.
@@ -109,6 +125,7 @@ def materialize_base(base: nn.Module, model: nn.Module, base_stds: Mapping[str, 
     cpu = copy.deepcopy(base).to_empty(device="cpu")
     model_params = dict(model.named_parameters())
     model_buffers = dict(model.named_buffers())
+    stats = stats if stats is not None else value_stats(model)
     by_base_name: dict[str, str] = {}
     for name in model_params:
         target = base_name(name)
@@ -120,12 +137,12 @@ def materialize_base(base: nn.Module, model: nn.Module, base_stds: Mapping[str, 
             source = model_params.get(source_name) if source_name else None
             if source is None:
                 raise MaterializeError(f"parameter {name!r} of the base has no counterpart in the model")
-            values = source.detach().float()
+            mean, constant = stats[source_name]
             std = base_stds.get(source_name) if source_name else None
-            if std is None or values.numel() < 2 or float(values.std()) == 0.0:
-                param.fill_(float(values.flatten()[0]) if values.numel() else 0.0)
+            if std is None or constant:
+                param.fill_(float(source.detach().flatten()[0]) if source.numel() else 0.0)
             else:
-                param.normal_(float(values.mean()), std)
+                param.normal_(mean, std)
         for module in cpu.modules():
             if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
                 module.reset_running_stats()

@@ -99,7 +99,9 @@ class Matcher:
             return ordered[0]
         for other in ordered:
             if self._consistent(shape, shapes.shapes[other]):
-                ambiguous = [size for size in shape if len(self.size_map.get(size, ())) > 1]
+                # a size that stands for two *width* sizes (two dims scaled differently) leaves the kind in doubt;
+                # one that is also a fixed size (a vocabulary or context equal to a width) does not
+                ambiguous = [size for size in shape if len(self.size_map.get(size, set()) - {size}) > 1]
                 if ambiguous:
                     raise BaseShapeError(
                         f"parameter {name!r} {shape} belongs to a block the base does not have, and its size(s) "
