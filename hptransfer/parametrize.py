@@ -223,12 +223,17 @@ def _check(root: nn.Module, plan: Plan, ctx: Context, args: tuple, kwargs: dict,
     if all(r.shape == r.base_shape for r in plan.params.values()):
         plan.check = {"ran": False, "summary": "not run: the model has the base's shape (every factor is 1)"}
         return
+    if any(type(p).__name__ == "DTensor" or type(getattr(p, "data", None)).__name__ == "DTensor"
+           for p in root.parameters()):
+        _not_run(plan, "the model is sharded (FSDP2) by its first forward; pass example_inputs= to parametrize, "
+                       "before fully_shard, to run it")
+        return
     started = time.perf_counter()
     drawn = iter(range(10**6))
     try:
         bases = base_with_values(ctx.base, lambda meta_base: _materialize(meta_base, root, plan, ctx, next(drawn)))
     except MaterializeError as err:
-        plan.check = {"ran": False, "summary": f"not run: {err}; pass a real base (build it on the CPU) to run it"}
+        _not_run(plan, f"{err}; pass a real base (build it on the CPU) to run it")
         return
     if any(value != 1.0 for value in plan.multipliers.values()):
         # mu-P predicts the base *with the same tunable multipliers*: give each draw its own plan at its own shape
@@ -243,6 +248,12 @@ def _check(root: nn.Module, plan: Plan, ctx: Context, args: tuple, kwargs: dict,
         message = refusal(report, plan)
         _undo(root, ctx)
         raise CheckError(message)
+
+
+def _not_run(plan: Plan, reason: str) -> None:
+    """The safety net could not run: the plan says why, and so does the log (it was not skipped on purpose)."""
+    plan.check = {"ran": False, "summary": f"not run: {reason}"}
+    log.warning("hptransfer's safety net did not run: %s", reason)
 
 
 def _real_base(base: Any, knowledge: Knowledge | None, rules: Scheme, init: str | float) -> Any:

@@ -128,3 +128,26 @@ def test_an_install_that_misses_a_rule_is_caught(monkeypatch):
     with pytest.raises(hpt.CheckError, match=r"hidden: output rms x(1\.[89]\d*|2|2\.[01]\d*) the base's, width "
                                              r"exponent \+0\.(4|5)"):
         hpt.parametrize(Net(128), Net(32), "mup", example_inputs=torch.randn(64, 8))
+
+
+def test_a_net_that_cannot_run_says_why_in_the_plan_and_the_log(caplog):
+    """A meta base loses the buffers its constructor computed (a rotary table of its head dim): its draws cannot
+    be rebuilt, so the net does not run, and the plan and a warning say which buffer and what to pass."""
+
+    class Rotary(nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.inp, self.out = nn.Linear(8, width), nn.Linear(width, 3)
+            self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, width, 2) / width))
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.out(h * torch.cos(self.inv_freq).repeat_interleave(2))
+
+    with caplog.at_level("WARNING", logger="hptransfer.parametrize"):
+        plan = hpt.parametrize(Rotary(64), meta(Rotary, 16), "mup", example_inputs=torch.randn(4, 8))
+    assert not plan.check["ran"] and "buffer 'inv_freq'" in plan.check["summary"]
+    assert "pass a real base" in plan.check["summary"] and "did not run" in caplog.text
+    # with a real base it runs
+    plan = hpt.parametrize(Rotary(64), Rotary(16), "mup", example_inputs=torch.randn(4, 8))
+    assert plan.check["ran"]

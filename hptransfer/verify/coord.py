@@ -722,8 +722,9 @@ def _probe(model: nn.Module, root: nn.Module, chosen: dict[str, str], inputs: An
 
 def _scale_records(calls: list, seed: int, size: int) -> list[dict[str, Any]]:
     """``scale * head_dim`` of each attention call: mu-P's 1/d scale keeps it constant across widths, 1/sqrt(d)
-    makes it grow like sqrt(d). Judged only where the scale is an argument (SDPA, flex) or a factor seen
-    between q @ k^T and the softmax (a scale folded into q or k beforehand is invisible to the probe)."""
+    makes it grow like sqrt(d). The probe reads the scale from SDPA/flex arguments, scalars applied to q or k on
+    their way to the product, and factors between q @ k^T and the softmax; a hand-written call whose scale is
+    exactly 1 is left out (a scale applied some other way, e.g. inside rotary embeddings, would read as 1)."""
     return [dict(seed=seed, size=size, step=0, module=_label(f"{c.module}:scale"), kind="scale",
                  value=c.scale * c.head_dim) for c in calls if c.kind != "softmax" or c.scale != 1.0]
 
