@@ -128,6 +128,11 @@ def _attention_records(root: nn.Module, plan: Plan, ctx: Context, measured: Meas
     cannot be reached."""
     calls = measured.calls
     if not calls:
+        if plan.multipliers["attn"] != 1.0:
+            raise AttentionError(
+                f"multipliers['attn']={plan.multipliers['attn']:g} is set but the probe forward found no attention "
+                "call (no scaled_dot_product_attention, no softmax of q.k^T), so it would change nothing: leave "
+                "'attn' out (in a search: ~sweep.space.attn)")
         return []
     width_attention = ctx.rules.width_attention
     base_calls, why = _base_calls(ctx.base, args, kwargs) if width_attention else (None, "")

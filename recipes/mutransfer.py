@@ -3,6 +3,8 @@
     python recipes/mutransfer.py                                    # built-in default (CPU: ~10 minutes)
     python recipes/mutransfer.py experiment=smoke hydra.run.dir=out  # under 2 minutes
     python recipes/mutransfer.py experiment=depth_resmlp            # depth transfer with CompleteP
+    python recipes/mutransfer.py sweep=lr_grid                      # tune the LR alone, on a grid
+    python recipes/mutransfer.py target_check.enabled=true          # also a small direct sweep at the target
 
 Writes report.md with the pictures (coord_check.png, lr_sweep.png, target_loss.png), trials.csv, tune.json,
 transfer.json and metrics.jsonl into the run dir.
@@ -14,7 +16,8 @@ import hydra
 from omegaconf import DictConfig
 
 from hptransfer.pipeline.config import register_configs
-from hptransfer.pipeline.stages import chosen_hparams, prepare, report, run_coord_check, run_target, run_tune
+from hptransfer.pipeline.stages import (chosen_hparams, prepare, report, run_coord_check, run_target, run_target_check,
+                                       run_tune)
 
 from hptransfer.pipeline.console import maybe_wandb, progress_printer, run_dir, training_bar
 
@@ -33,13 +36,15 @@ def main(cfg: DictConfig) -> float:
                 wandb_run.summary["coord_check/ok"] = coord.ok
                 wandb_run.summary["coord_check/verdict"] = coord.verdict
         print(coord.summary(4))
-    total = len(cfg.proxy.sizes) * (len(ctx.sweep.grid()) if ctx.sweep.kind == "lr_grid" else ctx.sweep.n_trials)
+    total = len(cfg.proxy.sizes) * (ctx.sweep.n_trials if ctx.sweep.is_search() else len(ctx.sweep.grid()))
     with maybe_wandb(cfg, "proxy", directory) as wandb_run:
         summary = run_tune(ctx, directory, progress_printer(total, "proxy sweep"), wandb_run)
     hp, source = chosen_hparams(ctx, summary)
     with maybe_wandb(cfg, "target", directory) as wandb_run:
         result = run_target(ctx, directory, hp, source, wandb_run, training_bar(ctx.settings.steps))
-    path = report(ctx, directory, tune_summary=summary, target=result, coord=coord, source=source, hp=hp)
+    check = run_target_check(ctx, directory, hp, result, print) if cfg.target_check.enabled else None
+    path = report(ctx, directory, tune_summary=summary, target=result, coord=coord, source=source, hp=hp,
+                  target_check=check)
     print(f"report: {path}")
     return result.val_loss
 

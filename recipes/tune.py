@@ -25,7 +25,7 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     ctx = prepare(cfg)
     directory = run_dir()
-    total = len(cfg.proxy.sizes) * (len(ctx.sweep.grid()) if ctx.sweep.kind == "lr_grid" else ctx.sweep.n_trials)
+    total = len(cfg.proxy.sizes) * (ctx.sweep.n_trials if ctx.sweep.is_search() else len(ctx.sweep.grid()))
     with maybe_wandb(cfg, "proxy", directory) as wandb_run:
         summary = run_tune(ctx, directory, progress_printer(total, "proxy sweep"), wandb_run)
     print(f"chosen lr {summary['chosen']['lr']:.4g} (log2 {summary['chosen']['log2_lr']:.2f}); optimum moved "

@@ -264,3 +264,15 @@ def test_a_library_attention_named_by_its_scale_attribute_needs_no_head_dim_attr
     plan = hpt.parametrize(model, meta(neox, BASE, impl="eager"), "mup", attention={"gpt_neox.layers.*.attention": "scaling"})
     assert plan.base_head_dim == BASE // HEADS
     assert model.gpt_neox.layers[0].attention.scaling == pytest.approx(WANT)
+
+
+def test_an_attention_multiplier_on_a_model_without_attention_is_refused():
+    """It would change nothing; a search that tunes it would spend its budget on noise."""
+    def mlp(width: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(16, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 4))
+
+    with pytest.raises(hpt.AttentionError, match=r"multipliers\['attn'\]=2 is set but the probe forward found no "
+                                                 "attention call"):
+        hpt.parametrize(mlp(256), meta(mlp, 64), "mup", multipliers={"attn": 2.0}, example_inputs=torch.randn(2, 16))
+    plan = hpt.parametrize(gpt(WIDTH), meta(gpt, BASE), "mup", multipliers={"attn": 2.0}, example_inputs=tokens())
+    assert plan.multipliers["attn"] == 2.0  # the control: a model with attention takes it

@@ -45,6 +45,14 @@ SCRIPTS = {
     # the standard ResNet on digits: both schemes swept, and the depth check judged (Depth-mu-P, CompleteP, mu-P)
     "resnet_transfer.py": ("resnet_transfer-smoke", lambda d: transfer_ok(d["results"], {"sp", "mup"}, 3)
                            and set(d["depth_check"]) == {"depth_mup", "completep", "mup"}),
+    # three arms searched and retrained on 2 seeds; the proxy's search cost less than the direct ones; a ladder
+    "head_to_head.py": ("head_to_head-gpt-smoke", lambda d: set(d["arms"]) == {"sp_direct", "mup_direct", "mutransfer"}
+                        and all(len(a["target_losses"]) == 2 and "lr" in a["chosen"] and len(a["log"]) == 3
+                                for a in d["arms"].values())
+                        and 0 < d["verdict"]["compute_ratio"] < 1 and list(d["ladder"]) == ["8", "16", "32", "64"]),
+    # the global gradient norm grows with width under SP and does not under mu-P
+    "grad_norm_width.py": ("grad_norm_width-smoke", lambda d: d["schemes"]["sp"]["median_exponent"] > 0.2
+                           and d["schemes"]["mup"]["median_exponent"] < 0),
     # the net's own seconds are part of parametrize's, and both models were timed
     "safety_net_cost.py": ("safety_net_cost-smoke", lambda d: set(d["results"]) == {"hf_llama", "plain_gpt"} and all(
         0 < r["net_reported_s"] <= r["parametrize_s"]["check"] for r in d["results"].values())),

@@ -324,15 +324,37 @@ def test_scaling_recipe_predicts_and_reports(tmp_path):
     assert (out / "scaling_fit.png").exists() and "Scaling-law prediction" in (out / "report.md").read_text()
 
 
-def test_random_search_over_lr_and_multipliers_reaches_the_target(tmp_path):
+@pytest.mark.parametrize("kind", ["search", "random"])  # random: the old name, kept for earlier command lines
+def test_search_over_lr_and_multipliers_reaches_the_target(tmp_path, kind):
     out = tmp_path / "run"
-    proc = recipe("mutransfer", [*TINY, "sweep=random", "sweep.n_trials=3", "++sweep.space.warmup_frac=[0.01,0.2]",
-                                 "~sweep.space.input", f"hydra.run.dir={out}"], tmp_path)
+    proc = recipe("mutransfer", [*TINY, f"sweep={kind}", "sweep.n_trials=3", "++sweep.space.warmup_frac=[0.01,0.2]",
+                                 "++sweep.space.grad_clip=[0.05,1.0]", "~sweep.space.input", f"hydra.run.dir={out}"],
+                  tmp_path)
     assert proc.returncode == 0, shown(proc)
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    assert len(rows) == 3 and all(r["param_output"] and r["param_warmup_frac"] for r in rows)
+    assert len(rows) == 3 and all(r["param_output"] and r["param_warmup_frac"] and r["param_grad_clip"] for r in rows)
     assert "param_input" not in rows[0]
     chosen = json.loads((out / "tune.json").read_text())["chosen"]["params"]
     transfer = json.loads((out / "transfer.json").read_text())
     assert transfer["multipliers"]["output"] == pytest.approx(chosen["output"])
     assert transfer["warmup_frac"] == pytest.approx(chosen["warmup_frac"])
+    assert transfer["grad_clip"] == pytest.approx(chosen["grad_clip"])
+    report = (out / "report.md").read_text()
+    assert "## Proxy search" in report and f"output = {chosen['output']:.4g}" in report
+
+
+def test_target_check_trains_the_target_beside_the_transferred_lr_and_says_which_won(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "target_check.enabled=true", "target_check.octaves=[-2,2]", f"hydra.run.dir={out}"]
+    proc = recipe("mutransfer", args, tmp_path)
+    assert proc.returncode == 0, shown(proc)
+    points = json.loads((out / "target_check.json").read_text())["points"]
+    transfer = json.loads((out / "transfer.json").read_text())
+    assert [p["octave"] for p in points] == [-2.0, 0.0, 2.0]
+    assert [p["lr"] for p in points] == pytest.approx([transfer["lr"] / 4, transfer["lr"], transfer["lr"] * 4])
+    assert points[1]["val_loss"] == pytest.approx(transfer["result"]["val_loss"])
+    best = min((p for p in points if p["val_loss"] is not None), key=lambda p: p["val_loss"])
+    report = (out / "report.md").read_text()
+    assert "A small direct sweep at the target" in report
+    assert ("the transfer held" in report) == (best["octave"] == 0)
+    assert ("x 2^" + f"{best['octave']:+g}: the transfer missed" in report) == (best["octave"] != 0)

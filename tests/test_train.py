@@ -104,3 +104,11 @@ def test_schedulefree_evaluates_saves_and_resumes_at_its_averaged_weights(data, 
     assert [r["train_loss"] for r in resumed.curve] == pytest.approx([r["train_loss"] for r in straight.curve],
                                                                        abs=1e-4)
     assert resumed.val_loss == pytest.approx(straight.val_loss, abs=1e-4)
+
+
+def test_a_searched_clip_threshold_replaces_the_run_s(data):
+    """HParams.grad_clip (tuned with the LR) wins over train.grad_clip; None keeps the run's."""
+    settings = TrainSettings(**{**SMALL.__dict__, "grad_clip": 0.5})
+    run = lambda clip: train(spec(data), "mup", data, HParams(lr=1e-2, grad_clip=clip), settings).val_loss  # noqa: E731
+    assert run(None) == run(0.5)  # the same threshold either way: bit-identical on CPU
+    assert run(1e-4) != run(None)  # a threshold that binds at every step trains differently

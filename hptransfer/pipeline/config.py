@@ -119,6 +119,7 @@ class SweepConfig:
     log2_lr_step: float = 1.0
     n_trials: int = 20
     space: dict[str, list[float]] = field(default_factory=dict)
+    startup_trials: int = 0
     storage: Optional[str] = None
     study: str = "hptransfer"
     seed: int = 0
@@ -144,6 +145,16 @@ class CoordStageConfig:
 
 
 @dataclass
+class TargetCheckConfig:
+    """mutransfer.py: also train the target at the transferred LR times 2^octave for each octave (a small direct
+    sweep, to show in the report that the transferred LR is the target's optimum); off by default (it costs one
+    target run per point)."""
+
+    enabled: bool = False
+    octaves: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+
+
+@dataclass
 class LadderConfig:
     """recipes/scaling.py: proxies trained with the same hyperparameters; the target is model.width/depth."""
 
@@ -166,6 +177,7 @@ class PipelineConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     coord_check: CoordStageConfig = field(default_factory=CoordStageConfig)
     ladder: LadderConfig = field(default_factory=LadderConfig)
+    target_check: TargetCheckConfig = field(default_factory=TargetCheckConfig)
     name: str = "mutransfer"
     tune_dir: Optional[str] = None  # transfer.py: the tune run dir whose tune.json holds the chosen LR
     lr: Optional[float] = None  # transfer.py: an explicit LR instead of a tune dir

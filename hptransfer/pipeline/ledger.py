@@ -146,6 +146,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded with each trial it runs."""
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
 def claim(study: Any) -> Any | None:
     """Move one WAITING trial to RUNNING and return it as an Optuna Trial (None when none waits); call under
     the ledger lock."""
@@ -154,7 +159,7 @@ def claim(study: Any) -> Any | None:
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         if study._storage.set_trial_state_values(frozen._trial_id, state=optuna.trial.TrialState.RUNNING):
             trial = optuna.trial.Trial(study, frozen._trial_id)
-            trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+            trial.set_user_attr("worker", worker_id())
             return trial
     return None
 

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,8 @@ from ..models.registry import LANGUAGE_MODELS, ModelSpec, UnknownModelError, res
 from .report import plot_curve, plot_lr_sweep, write_report
 from ..rules import SCHEMES
 from .train import HParams, OptimSettings, TrainResult, TrainSettings, train
-from .tune import Optimum, SweepSettings, optimum_shift, run_sweep, trial_rows, write_json, write_trials_csv
+from .tune import (Optimum, SweepSettings, optimum_shift, run_sweep, trial_rows, with_values, write_json,
+                   write_trials_csv)
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +153,14 @@ def run_tune(ctx: Context, run_dir: Path, progress: Callable[[str], None] | None
 
 def chosen_hparams(ctx: Context, tune_summary: dict[str, Any] | None) -> tuple[HParams, str]:
     """The hyperparameters for the target and where they came from."""
-    hp = HParams(lr=ctx.hp.lr, warmup_frac=ctx.hp.warmup_frac, init=ctx.hp.init, multipliers=dict(ctx.hp.multipliers))
+    hp = HParams(lr=ctx.hp.lr, warmup_frac=ctx.hp.warmup_frac, init=ctx.hp.init, grad_clip=ctx.hp.grad_clip,
+                 multipliers=dict(ctx.hp.multipliers))
     if tune_summary is not None:
         chosen = tune_summary["chosen"]
-        hp.lr = chosen["lr"]
-        for key, value in chosen.get("params", {}).items():
-            if key in ("output", "input", "attn", "branch"):
-                hp.multipliers[key] = value
-            elif key == "warmup_frac":
-                hp.warmup_frac = value
-        return hp, f"the interpolated optimum of proxy {ctx.axis} {chosen['size']}"
+        params = chosen.get("params", {})
+        hp = with_values(hp, {**params, "lr": chosen["lr"]})
+        how = "the best trial of the search" if params else "the interpolated optimum"
+        return hp, f"{how} at proxy {ctx.axis} {chosen['size']}"
     if ctx.cfg.lr is not None:
         hp.lr = ctx.cfg.lr
         return hp, "lr= given on the command line"
@@ -198,6 +197,7 @@ def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run:
     if is_rank_zero():
         write_json(run_dir / "transfer.json", {
             "lr": hp.lr, "log2_lr": math.log2(hp.lr), "warmup_frac": hp.warmup_frac, "init": hp.init,
+            "grad_clip": ctx.settings.grad_clip if hp.grad_clip is None else hp.grad_clip,
             "multipliers": hp.multipliers, "source": source, "scheme": ctx.scheme,
             "target": {"family": ctx.spec.family, "width": ctx.spec.width, "depth": ctx.spec.depth},
             "base": {"width": ctx.spec.base_width, "depth": ctx.spec.base_depth},
@@ -208,6 +208,32 @@ def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run:
             plot_curve(result.curve, run_dir / "target_loss.png",
                        f"target {ctx.spec.family} w{ctx.spec.width} d{ctx.spec.depth}, lr {hp.lr:.3g}")
     return result
+
+
+def run_target_check(ctx: Context, run_dir: Path, hp: HParams, target: TrainResult,
+                     progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Train the target at the transferred LR x 2^octave for each of ``target_check.octaves`` (the other
+    hyperparameters as transferred); with the target run itself, a small direct sweep at the target. Each point
+    is recorded in target_check.json as it finishes, and a rerun skips the points already there."""
+    path = run_dir / "target_check.json"
+    done = {row["octave"]: row for row in (json.loads(path.read_text())["points"] if path.is_file() else [])}
+    done[0.0] = {"octave": 0.0, "lr": hp.lr, "val_loss": None if target.diverged else target.val_loss,
+                 "diverged": target.diverged}
+    for octave in sorted(float(o) for o in ctx.cfg.target_check.octaves):
+        if octave in done:
+            continue
+        trial = replace(hp, lr=hp.lr * 2.0**octave)
+        result = train(ctx.spec, ctx.scheme, ctx.data, trial, ctx.settings, ctx.optim)
+        done[octave] = {"octave": octave, "lr": trial.lr, "val_loss": None if result.diverged else result.val_loss,
+                        "diverged": result.diverged}
+        if is_rank_zero():
+            write_json(path, {"points": sorted(done.values(), key=lambda r: r["octave"])})
+        if progress:
+            progress(f"target at lr x 2^{octave:+g}: " + ("diverged" if result.diverged else f"{result.val_loss:.4f}"))
+    points = sorted(done.values(), key=lambda r: r["octave"])
+    if is_rank_zero():
+        write_json(path, {"points": points})
+    return points
 
 
 def _log_sweep_to_wandb(run: Any, rows: list[dict[str, Any]], picture: Path, summary: dict[str, Any]) -> None:
@@ -227,7 +253,8 @@ def _log_sweep_to_wandb(run: Any, rows: list[dict[str, Any]], picture: Path, sum
 
 
 def report(ctx: Context, run_dir: Path, *, tune_summary: dict[str, Any] | None, target: TrainResult | None,
-           coord: CoordCheckResult | None, source: str, hp: HParams | None) -> Path:
+           coord: CoordCheckResult | None, source: str, hp: HParams | None,
+           target_check: list[dict[str, Any]] | None = None) -> Path:
     optima = [Optimum(**{k: v for k, v in o.items() if k != "lr"}) for o in (tune_summary or {}).get("optima", [])]
     pictures = {name: file for name, file in (("coord", "coord_check.png"), ("sweep", "lr_sweep.png"),
                                               ("target", "target_loss.png")) if (run_dir / file).exists()}
@@ -235,7 +262,10 @@ def report(ctx: Context, run_dir: Path, *, tune_summary: dict[str, Any] | None, 
     if optima and target is not None:
         best = max(optima, key=lambda o: o.size)
         baseline = {"proxy_loss": best.loss, "proxy_size": best.size}
-    transfer = {"lr": hp.lr, "log2_lr": math.log2(hp.lr), "source": source} if hp is not None else None
+    transfer = None
+    if hp is not None:
+        searched = {k: v for k, v in ((tune_summary or {}).get("chosen") or {}).get("params", {}).items() if k != "lr"}
+        transfer = {"lr": hp.lr, "log2_lr": math.log2(hp.lr), "source": source, "searched": searched}
     return write_report(run_dir, title=f"μTransfer report: {ctx.cfg.name}", scheme=ctx.scheme, axis=ctx.axis,
                         optima=optima, shift=optimum_shift(optima), transfer=transfer, target=target, coord=coord,
-                        pictures=pictures, baseline=baseline)
+                        pictures=pictures, baseline=baseline, target_check=target_check)

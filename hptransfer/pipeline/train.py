@@ -77,6 +77,7 @@ class HParams:
     warmup_frac: float = 0.05
     init: Any = "rescale"
     multipliers: dict[str, float] = field(default_factory=dict)
+    grad_clip: float | None = None  # None: the run's train.grad_clip; a number tunes it with the rest
 
 
 @dataclass
@@ -186,6 +187,7 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
     wrapped = _wrap(model, settings.parallel, device)
     optimizer = _build_optimizer(wrapped, hp, optim, device)
     warmup = int(hp.warmup_frac * settings.steps)
+    clip = settings.grad_clip if hp.grad_clip is None else hp.grad_clip
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, settings.steps, warmup, settings.schedule, settings.min_lr_frac))
     runner = torch.compile(wrapped) if settings.compile else wrapped
@@ -232,8 +234,8 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(wrapped.parameters(), clip)
         optimizer.step()
         scheduler.step()
         row = {"step": step + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"] /

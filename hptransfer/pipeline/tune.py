@@ -6,6 +6,12 @@ are a grid on log2 LR, enqueued as fixed trials; multi-hyperparameter searches u
 command again finishes a killed sweep: finished grid points are never repeated, a trial killed mid-run is
 run again. A diverged trial is recorded as failed with its reason and the sweep goes on. The best LR is the interpolated optimum (a parabola through the grid
 minimum and its neighbours in log2 LR), not just the grid point.
+
+The multi-hyperparameter search (``kind: search``, TP5's full muTransfer: the LR together with the mu-P
+multipliers, init sigma, warmup and clip threshold) spends a trial budget per proxy size with Optuna's TPE.
+Every trial records its full assignment (``assignment``: the HParams it trained with). A trial whose worker
+died is re-run with the same assignment (enqueued again, marked ``retry_of``) before the sampler proposes new
+ones, and only finished or diverged trials count against the budget.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import csv
 import json
 import logging
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +28,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import HptError
-from .ledger import INTERRUPTED, is_interrupted, open_storage, retry_races, work_grid
+from .ledger import (INTERRUPTED, fail_dead_local_workers, is_interrupted, ledger_lock, open_storage, retry_races,
+                     work_grid, worker_id)
 from .train import HParams, TrainResult
 
 log = logging.getLogger(__name__)
@@ -35,12 +43,14 @@ class TuneError(HptError, ValueError):
 class SweepSettings:
     """The ``sweep`` config group."""
 
-    kind: str = "lr_grid"  # lr_grid | random
+    kind: str = "lr_grid"  # lr_grid | search (``random``: its old name)
     log2_lr_min: float = -12.0
     log2_lr_max: float = -4.0
     log2_lr_step: float = 1.0  # 1: octave grid; 0.5: half-octave
-    n_trials: int = 20  # random search only
-    space: dict[str, list[float]] = field(default_factory=dict)  # random: name -> [low, high], log-uniform
+    n_trials: int = 20  # search: the trial budget per proxy size
+    space: dict[str, list[float]] = field(default_factory=dict)  # search: name -> [low, high], log-uniform
+    startup_trials: int = 0  # search: random trials before TPE models the losses (0: a third of n_trials, 3..10)
+
     storage: str | None = None  # default: sqlite:///<run dir>/trials.db
     study: str = "hptransfer"
     seed: int = 0
@@ -51,12 +61,41 @@ class SweepSettings:
         """What makes two sweeps the same experiment (not how its workers beat)."""
         return {k: v for k, v in asdict(self).items() if k not in ("heartbeat_s", "stale_after_s")}
 
+    def is_search(self) -> bool:
+        if self.kind in SEARCH_KINDS:
+            return True
+        if self.kind == "lr_grid":
+            return False
+        raise TuneError(f"sweep.kind={self.kind!r}: choose lr_grid (an LR grid) or search (the LR with other "
+                        "hyperparameters, by TPE)")
+
+    def check_space(self) -> None:
+        """The search space names known hyperparameters with positive, ordered bounds."""
+        if not self.space:
+            raise TuneError("sweep.kind=search needs sweep.space, e.g. {lr: [1e-4, 1e-1], output: [0.25, 4]}")
+        for name, bounds in self.space.items():
+            if name not in SEARCHABLE:
+                raise TuneError(f"sweep.space.{name}: not a hyperparameter the search can set; choose from "
+                                f"{sorted(SEARCHABLE)}")
+            if len(bounds) != 2 or not all(isinstance(b, (int, float)) and math.isfinite(b) and b > 0 for b in bounds) \
+                    or bounds[0] > bounds[1]:
+                raise TuneError(f"sweep.space.{name}={list(bounds)}: give [low, high] with 0 < low <= high "
+                                "(every range is searched log-uniformly)")
+        if self.n_trials < 1:
+            raise TuneError(f"sweep.n_trials={self.n_trials}: the search needs a budget of at least 1 trial")
+
     def grid(self) -> list[float]:
         if self.log2_lr_step <= 0 or self.log2_lr_max < self.log2_lr_min:
             raise TuneError(f"empty LR grid: log2_lr from {self.log2_lr_min} to {self.log2_lr_max} step "
                             f"{self.log2_lr_step}")
         count = int(round((self.log2_lr_max - self.log2_lr_min) / self.log2_lr_step)) + 1
         return [round(self.log2_lr_min + i * self.log2_lr_step, 6) for i in range(count)]
+
+
+SEARCH_KINDS = ("search", "random")
+# what a search may set: HParams fields, and the multipliers parametrize takes
+MULTIPLIERS = ("output", "input", "attn", "branch")
+SEARCHABLE = ("lr", "warmup_frac", "init", "grad_clip", *MULTIPLIERS)
 
 
 @dataclass
@@ -128,18 +167,19 @@ def run_sweep(objective: Objective, sizes: list[int], base_hp: HParams, sweep: S
     ledger = open_storage(storage, sweep.heartbeat_s, sweep.stale_after_s)
     for size in sizes:
         name = f"{sweep.study}-{size}"
-        if sweep.kind == "lr_grid":
-            sampler = optuna.samplers.RandomSampler(seed=sweep.seed)  # unused: every grid trial has fixed params
-        elif sweep.kind == "random":
-            if not sweep.space:
-                raise TuneError("sweep.kind=random needs sweep.space, e.g. {lr: [1e-4, 1e-1], output: [0.25, 4]}")
-            sampler = optuna.samplers.TPESampler(seed=sweep.seed)
+        if sweep.is_search():
+            sweep.check_space()
+            startup = sweep.startup_trials or min(10, max(3, sweep.n_trials // 3))
+            with warnings.catch_warnings():  # multivariate TPE is "experimental" in Optuna since 2.2
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=startup, multivariate=True)
         else:
-            raise TuneError(f"sweep.kind={sweep.kind!r}: choose lr_grid or random")
+            sampler = optuna.samplers.RandomSampler(seed=sweep.seed)  # unused: every grid trial has fixed params
         study = open_study(name, ledger, dict(fingerprint, size=size, sweep=sweep.fingerprint()), sampler)
 
         def trial_fn(trial: Any, size: int = size) -> float:
             hp = _suggest(trial, base_hp, sweep)
+            trial.set_user_attr("assignment", assignment(hp))
             result = objective(size, hp)
             for key in ("val_loss", "train_loss", "seconds", "tokens"):
                 trial.set_user_attr(key, getattr(result, key))
@@ -147,37 +187,108 @@ def run_sweep(objective: Objective, sizes: list[int], base_hp: HParams, sweep: S
             if result.diverged:
                 trial.set_user_attr("fail_reason", f"diverged: {result.reason}")
                 if progress:
-                    progress(f"size {size}: lr 2^{math.log2(hp.lr):.2f} diverged ({result.reason})")
+                    progress(f"size {size}: {_describe(hp, sweep)} diverged ({result.reason})")
                 return float("nan")  # recorded as FAIL, the sweep goes on
             if progress:
-                progress(f"size {size}: lr 2^{math.log2(hp.lr):.2f} -> val loss {result.val_loss:.4f}")
+                progress(f"size {size}: {_describe(hp, sweep)} -> val loss {result.val_loss:.4f}")
             return result.val_loss
 
-        if sweep.kind == "lr_grid":
-            work_grid(study, ledger, storage, sweep.grid(), trial_fn, sweep.heartbeat_s)
+        if sweep.is_search():
+            search(study, ledger, storage, sweep.n_trials, trial_fn)
         else:
-            finished = [t for t in study.trials if t.state.is_finished()]
-            study.optimize(trial_fn, n_trials=max(0, sweep.n_trials - len(finished)))
+            work_grid(study, ledger, storage, sweep.grid(), trial_fn, sweep.heartbeat_s)
         optima.append(_optimum(study, size, sweep))
     return optima
 
 
+def assignment(hp: HParams) -> dict[str, Any]:
+    """The full set of hyperparameters a trial trained with (recorded in the ledger with each trial)."""
+    return {"lr": hp.lr, "warmup_frac": hp.warmup_frac, "init": hp.init, "grad_clip": hp.grad_clip,
+            "multipliers": dict(hp.multipliers)}
+
+
+def _describe(hp: HParams, sweep: SweepSettings) -> str:
+    text = f"lr 2^{math.log2(hp.lr):.2f}"
+    if sweep.is_search():
+        chosen = assignment(hp) | hp.multipliers
+        text += "".join(f", {k} {chosen[k]:.3g}" for k in sweep.space if k != "lr" and chosen.get(k) is not None)
+    return text
+
+
+def requeue_interrupted(study: Any) -> list[int]:
+    """Enqueue again, with the same assignment, every interrupted trial not yet re-run; call under the ledger
+    lock. Returns the numbers of the trials re-queued."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    again = [t for t in trials if is_interrupted(t) and t.number not in retried and t.params]
+    for trial in again:
+        study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    return [t.number for t in again]
+
+
+def spent(study: Any) -> int:
+    """Trials that count against the budget: finished, diverged, running or queued (not interrupted ones)."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.name in ("COMPLETE", "RUNNING", "WAITING") or (t.state.name == "FAIL" and not is_interrupted(t)))
+
+
+def search(study: Any, storage: Any, url: str, budget: int, run: Callable[[Any], float]) -> None:
+    """Spend the study's trial budget with its sampler (see the module docstring); resumable and shareable."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    fail_dead_local_workers(study)
+    with ledger_lock(storage, url, study.study_name):
+        requeue_interrupted(study)
+
+    def stop_at_budget(study: Any, trial: Any) -> None:
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+                   or (t.state.name == "FAIL" and not is_interrupted(t)))
+        if done >= budget:
+            study.stop()
+
+    def run_as_worker(trial: Any) -> float:
+        trial.set_user_attr("worker", worker_id())  # so that a resume on this host sees at once that it died
+        return run(trial)
+
+    waiting = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING")
+    remaining = budget - spent(study) + waiting
+    if remaining <= 0:
+        return
+    try:
+        study.optimize(run_as_worker, n_trials=remaining, callbacks=[stop_at_budget])
+    except BaseException:  # Optuna leaves a trial RUNNING on a BaseException other than KeyboardInterrupt
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.user_attrs.get("worker") == worker_id():
+                study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+        raise
+
+
 def _suggest(trial: Any, base: HParams, sweep: SweepSettings) -> HParams:
-    if sweep.kind == "lr_grid":
+    if not sweep.is_search():
         log2_lr = trial.suggest_float("log2_lr", min(sweep.grid()), max(sweep.grid()))
-        return HParams(lr=2.0**log2_lr, warmup_frac=base.warmup_frac, init=base.init, multipliers=dict(base.multipliers))
+        return HParams(lr=2.0**log2_lr, warmup_frac=base.warmup_frac, init=base.init, grad_clip=base.grad_clip,
+                       multipliers=dict(base.multipliers))
     values = {name: trial.suggest_float(name, low, high, log=True) for name, (low, high) in sweep.space.items()}
+    return with_values(base, values)
+
+
+def with_values(base: HParams, values: dict[str, float]) -> HParams:
+    """``base`` with the searched values put in their places (multipliers into ``multipliers``)."""
     multipliers = dict(base.multipliers)
-    multipliers.update({k: values[k] for k in ("output", "input", "attn", "branch") if k in values})
+    multipliers.update({k: values[k] for k in MULTIPLIERS if k in values})
     return HParams(lr=values.get("lr", base.lr), warmup_frac=values.get("warmup_frac", base.warmup_frac),
-                   init=values.get("init", base.init), multipliers=multipliers)
+                   init=values.get("init", base.init), grad_clip=values.get("grad_clip", base.grad_clip),
+                   multipliers=multipliers)
 
 
 def _optimum(study: Any, size: int, sweep: SweepSettings) -> Optimum:
     optuna = _quiet_optuna()
     trials = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
               and "lr" in t.user_attrs]
-    if sweep.kind == "lr_grid":
+    if not sweep.is_search():
         xs = [math.log2(t.user_attrs["lr"]) for t in trials]
         ys = [t.value if t.state == optuna.trial.TrialState.COMPLETE else float("nan") for t in trials]
         log2_lr, grid_point, edge = interpolated_optimum(xs, ys)
@@ -204,6 +315,7 @@ def trial_rows(storage: str, sweep: SweepSettings, sizes: list[int]) -> list[dic
                          "val_loss": t.user_attrs.get("val_loss"), "train_loss": t.user_attrs.get("train_loss"),
                          "seconds": t.user_attrs.get("seconds"),
                          "fail_reason": t.user_attrs.get("fail_reason", INTERRUPTED if is_interrupted(t) else ""),
+                         "retry_of": t.user_attrs.get("retry_of", ""),
                          **{f"param_{k}": v for k, v in t.params.items()}})
     return rows
 
