@@ -3,8 +3,9 @@
 from . import adapters, nn, rules, testing
 from .adapters import AdapterError
 from .check import CheckReport
-from .errors import (AlreadyParametrizedError, AttentionError, BaseShapeError, BranchError, CheckError, HptError,
-                     InitError, NotParametrizedError, ReadoutError, SchemeError, ShapesFileError)
+from .errors import (AlreadyParametrizedError, ArgumentError, AttentionError, BaseShapeError, BranchError,
+                     CheckError, HptError, InitError, NotParametrizedError, ReadoutError, SchemeError,
+                     ShapesFileError)
 from .optim import (Lion, MuonWithAdamW, build_optimizer, lr_scales, param_groups, register_optimizer, scaled,
                     set_lr)
 from .parametrize import get_plan, parametrize, unparametrize, unwrap
@@ -15,7 +16,7 @@ from .verify.coord import CoordCheckError, CoordCheckResult, Thresholds, coord_c
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterError", "AlreadyParametrizedError", "AttentionError", "BaseShapeError", "BranchError", "CheckError",
+    "AdapterError", "AlreadyParametrizedError", "ArgumentError", "AttentionError", "BaseShapeError", "BranchError", "CheckError",
     "CheckReport", "CoordCheckError", "CoordCheckResult", "HptError", "InitError", "Lion", "ModuleRecord",
     "MuonWithAdamW", "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError",
     "ShapesFileError", "Thresholds", "adapters", "build_optimizer", "coord_check", "get_plan", "load_base",

@@ -45,3 +45,7 @@ class InitError(HptError, ValueError):
 
 class CheckError(HptError, ValueError):
     """The measured safety net found the parametrized model doing something mu-P does not predict."""
+
+
+class ArgumentError(HptError, ValueError):
+    """A public function's argument has the wrong type, sign or range (the message names it and its value)."""

@@ -36,6 +36,7 @@ from .structure.match import Matcher
 from .structure.read import read_structure
 from .structure.roles import collect_views
 from .structure.shapes import BaseLike, BaseShapes, as_globs, load_base, match_any
+from .validate import number
 
 log = logging.getLogger(__name__)
 
@@ -413,8 +414,11 @@ def parametrize(
             "hptransfer.unparametrize(model) first")
     rules = get_scheme(scheme)
     if not (init in ("rescale", "keep") or (isinstance(init, (int, float)) and not isinstance(init, bool)
-                                            and init > 0)):
+                                            and math.isfinite(init) and init > 0)):
         raise SchemeError(f"init={init!r}: use 'rescale', 'keep' or a positive float sigma")
+    if base_head_dim is not None:
+        number("base_head_dim", base_head_dim, minimum=1, integer=True,
+               fix="the head dim of the base's attention (its q/k size per head), or leave it out with a real base")
     named_attention = _named_attention(root, attention)
     shapes = load_base(base, delta)  # read the base (and any file) once
     found = find_adapter(root, adapter)

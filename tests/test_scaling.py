@@ -94,3 +94,11 @@ def test_width_limit_recovers_rates():
     assert np.allclose(result.limit, limit, atol=1e-3)
     with pytest.raises(ScalingFitError, match="shape"):
         width_limit(widths, steps, curves[:, :5])
+
+
+def test_the_fits_import_from_the_package_as_earlier_readmes_wrote():
+    import hptransfer.scaling as package
+    from hptransfer.scaling import fit
+
+    for name in ("fit_power_law", "fit_chinchilla", "width_limit"):
+        assert getattr(package, name) is getattr(fit, name)

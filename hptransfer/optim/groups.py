@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import NotParametrizedError, SchemeError
 from ..parametrize import get_plan, unwrap
+from ..validate import number
 from .muon import muon_lr_adjustment
 from .registry import OPTIMIZERS, optimizer_spec
 
@@ -51,6 +52,11 @@ def param_groups(
         A list of dicts for the optimizer; each has params, lr, weight_decay, lr_scale, hpt_group, and eps
         where the optimizer takes one; muon groups also say ``algorithm`` ("muon" or "adamw").
     """
+    number("lr", lr, above=0, fix="the base model's learning rate (the LR you tuned at the base)")
+    number("weight_decay", weight_decay, minimum=0)
+    number("eps", eps, above=0)
+    if adamw_lr is not None:
+        number("adamw_lr", adamw_lr, above=0)
     spec = optimizer_spec(optimizer)
     if decay not in ("all", "matrices"):
         raise SchemeError(f"decay={decay!r}: choose 'all' or 'matrices'")

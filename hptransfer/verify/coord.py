@@ -35,6 +35,7 @@ from ..optim import build_optimizer, optimizer_spec
 from ..outputs import output_logits
 from ..parametrize import get_plan, pending_first_forward, unwrap
 from ..structure.shapes import as_globs, index_pattern, match_any
+from ..validate import number
 
 log = logging.getLogger(__name__)
 
@@ -551,6 +552,10 @@ def coord_check(
     if stat not in STATS:
         raise CoordCheckError(f"stat={stat!r}: choose one of {sorted(STATS)}")
     optimizer_spec(optimizer)  # an unknown name fails here, before any model is built
+    number("lr", lr, above=0, error=CoordCheckError)
+    number("steps", steps, minimum=1, integer=True, error=CoordCheckError,
+           fix="the check compares the model after 1..steps optimizer steps")
+    number("seeds", seeds, minimum=1, integer=True, error=CoordCheckError)
     if fast:
         steps, seeds = min(steps, 3), min(seeds, 2)
     device = torch.device(device) if device is not None else torch.device(
