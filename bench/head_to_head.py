@@ -171,10 +171,18 @@ def main() -> None:
     parser.add_argument("--target", type=int, help="override the kind's target width")
     parser.add_argument("--proxy", type=int, help="override the kind's proxy width")
     parser.add_argument("--steps", type=int, help="override the kind's training steps")
+    parser.add_argument("--arms", nargs="+", default=["sp_direct", "mup_direct", "mutransfer"],
+                        help="the arms to run; the others are taken from --reuse")
+    parser.add_argument("--reuse", type=Path, help="a result file whose arms not in --arms are reused as they are")
+    parser.add_argument("--space", nargs="+", help="add or replace search ranges, e.g. init=0.005,0.5")
     parser.add_argument("--tag", default="")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--plot", type=Path, help="only redraw the picture of a result file")
+    parser.add_argument("--table", type=Path, nargs="+", help="only print the markdown table of result files")
     args = parser.parse_args()
+    if args.table:
+        print(table([json.loads(path.read_text()) for path in args.table]))
+        return
     if args.plot:
         plot(json.loads(args.plot.read_text()), args.plot.with_suffix(".png"))
         return
@@ -193,10 +201,20 @@ def main() -> None:
         print(f"{args.kind}: target width {kind.target}, proxy {kind.proxy}, {kind.steps} steps, {kind.optim}; "
               f"trials {args.trials} per direct arm, {args.proxy_trials} on the proxy; retrained on seeds {seeds}",
               flush=True)
-        arms = {"sp_direct": search_arm(s, "sp_direct", "sp", kind.target, args.trials),
-                "mup_direct": search_arm(s, "mup_direct", "mup", kind.target, args.trials),
-                "mutransfer": search_arm(s, "mutransfer", "mup", kind.proxy, args.proxy_trials)}
+        for extra in args.space or []:
+            name, _, bounds = extra.partition("=")
+            s.kind = replace(s.kind, space={**s.kind.space, name: [float(b) for b in bounds.split(",")]})
+        reused = json.loads(args.reuse.read_text())["arms"] if args.reuse else {}
+        plan = {"sp_direct": ("sp", kind.target, args.trials), "mup_direct": ("mup", kind.target, args.trials),
+                "mutransfer": ("mup", kind.proxy, args.proxy_trials)}
+        missing = [name for name in plan if name not in args.arms and name not in reused]
+        if missing:
+            parser.error(f"arms {missing} are neither run (--arms) nor reused (--reuse FILE)")
+        arms = {name: (search_arm(s, name, *plan[name]) if name in args.arms else dict(reused[name], reused=True))
+                for name in plan}
         for name, arm in arms.items():
+            if arm.get("reused"):
+                continue
             arm["target_losses"] = retrain(s, arm["scheme"], kind.target, arm["chosen"], seeds)
             arm["target"] = interval(arm["target_losses"])
             arm["retrain_flops"] = len(seeds) * s.flops(kind.target)
@@ -220,7 +238,7 @@ def main() -> None:
         "compute_ratio": arms["mutransfer"]["flops"] / direct_flops,
         "wider_is_better": all(b <= a for a, b in zip(means, means[1:])),
     }
-    payload = {"kind": args.kind, "setting": asdict(kind), "trials": args.trials, "proxy_trials": args.proxy_trials,
+    payload = {"kind": args.kind, "setting": asdict(s.kind), "reused_from": str(args.reuse) if args.reuse else None, "trials": args.trials, "proxy_trials": args.proxy_trials,
                "seeds": seeds, "arms": arms, "ladder": {str(w): v for w, v in sorted(ladder.items())},
                "verdict": verdict, "flops_per_step": {str(k): v for k, v in s.flops_per_step.items()},
                "seconds": time.perf_counter() - started}
@@ -233,6 +251,22 @@ def main() -> None:
     path = write_result(name, device, payload)
     plot(payload, path.with_suffix(".png"))
     print(f"wrote {path} ({payload['seconds'] / 60:.1f} min)")
+
+
+def table(payloads: list[dict[str, Any]]) -> str:
+    """One row per model kind and arm: the chosen values, the retrained target loss and the tuning compute."""
+    rows = ["| model kind (proxy -> target) | arm | trials | chosen log2 LR | other chosen values | search loss (seed 0) "
+            "| target loss, seeds 1-3 (95% interval) | tuning FLOPs (vs SP direct) |", "|---|---|---|---|---|---|---|---|"]
+    for payload in payloads:
+        setting = payload["setting"]
+        for name, arm in payload["arms"].items():
+            chosen = arm["chosen"]
+            others = ", ".join(f"{k} {v:.2f}" for k, v in chosen.items() if k != "lr")
+            rows.append(f"| {payload['kind']} ({setting['proxy']} -> {setting['target']}) | {name} | {arm['trials']} | "
+                        f"{math.log2(chosen['lr']):.2f} | {others} | {arm['search_loss']:.4f} | "
+                        f"{arm['target']['mean']:.4f} +- {arm['target']['half_width']:.4f} | "
+                        f"{arm['flops']:.2g} ({100 * arm['flops_vs_direct']:.1f}%) |")
+    return "\n".join(rows)
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:

@@ -241,12 +241,16 @@ def _check(root: nn.Module, plan: Plan, ctx: Context, args: tuple, kwargs: dict,
     except MaterializeError as err:
         _not_run(plan, f"{err}; pass a real base (build it on the CPU) to run it")
         return
-    if any(value != 1.0 for value in plan.multipliers.values()):
-        # mu-P predicts the base *with the same tunable multipliers*: give each draw its own plan at its own shape
-        for draw in bases:
-            parametrize(draw, draw, plan.scheme if plan.scheme in SCHEMES else ctx.rules, delta=root,
-                        multipliers=plan.multipliers, init="keep", check=False, example_inputs=Inputs(args, kwargs),
-                        **ctx.call)
+    sigma = not isinstance(plan.init, str)
+    if sigma or any(value != 1.0 for value in plan.multipliers.values()):
+        # mu-P predicts the base *with the same tunable multipliers and init sigma*: give each draw its own plan at
+        # its own shape (a sigma redraws it, on a forked RNG so the model's stream is unchanged)
+        for index, draw in enumerate(bases):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(index)
+                parametrize(draw, draw, plan.scheme if plan.scheme in SCHEMES else ctx.rules, delta=root,
+                            multipliers=plan.multipliers, init=plan.init if sigma else "keep", check=False,
+                            example_inputs=Inputs(args, kwargs), **ctx.call)
     report = run_check(root, bases, plan, args, kwargs, targets)
     report.seconds = time.perf_counter() - started  # the base's draws included
     plan.check = report.to_dict()

@@ -151,3 +151,24 @@ def test_a_net_that_cannot_run_says_why_in_the_plan_and_the_log(caplog):
     # with a real base it runs
     plan = hpt.parametrize(Rotary(64), Rotary(16), "mup", example_inputs=torch.randn(4, 8))
     assert plan.check["ran"]
+
+
+@pytest.mark.parametrize("real_base", [False, True])
+def test_an_init_sigma_is_predicted_from_a_base_drawn_with_the_same_sigma(real_base):
+    """init=sigma redraws the model at sigma x the rule's factor; the net's base must be drawn at sigma too (it
+    was compared with the base's own init, and refused a correct model at x0.007)."""
+    base = SdpaLM(32, 1) if real_base else meta(SdpaLM, 32, 1)
+    plan = hpt.parametrize(SdpaLM(128, 1), base, "mup", init=0.05, example_inputs=tokens())
+    assert plan.check["ran"] and not plan.check["deviations"], plan.check["summary"]
+    # the control: the same model, its weights shrunk 100x after parametrize, is refused by the same net
+    model = SdpaLM(128, 1)
+    hpt.parametrize(model, SdpaLM(32, 1) if real_base else meta(SdpaLM, 32, 1), "mup", init=0.05, check=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.01)
+    with pytest.raises(hpt.CheckError):
+        from hptransfer.parametrize import _check, STATE_ATTR
+
+        ctx = getattr(model, STATE_ATTR)
+        ctx.check = True
+        _check(model, hpt.get_plan(model), ctx, (tokens(),), {}, [])

@@ -324,7 +324,7 @@ def test_scaling_recipe_predicts_and_reports(tmp_path):
     assert (out / "scaling_fit.png").exists() and "Scaling-law prediction" in (out / "report.md").read_text()
 
 
-@pytest.mark.parametrize("kind", ["search", "random"])  # random: the old name, kept for earlier command lines
+@pytest.mark.parametrize("kind", ["search", pytest.param("random", marks=pytest.mark.slow)])  # random: the old name
 def test_search_over_lr_and_multipliers_reaches_the_target(tmp_path, kind):
     out = tmp_path / "run"
     proc = recipe("mutransfer", [*TINY, f"sweep={kind}", "sweep.n_trials=3", "++sweep.space.warmup_frac=[0.01,0.2]",
@@ -343,6 +343,7 @@ def test_search_over_lr_and_multipliers_reaches_the_target(tmp_path, kind):
     assert "## Proxy search" in report and f"output = {chosen['output']:.4g}" in report
 
 
+@pytest.mark.slow
 def test_target_check_trains_the_target_beside_the_transferred_lr_and_says_which_won(tmp_path):
     out = tmp_path / "run"
     args = [*TINY, "target_check.enabled=true", "target_check.octaves=[-2,2]", f"hydra.run.dir={out}"]
