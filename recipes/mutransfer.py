@@ -1,6 +1,6 @@
 """The whole pipeline: coordinate check, proxy sweep, pick, transfer, target run, report.
 
-    python recipes/mutransfer.py                                    # built-in default (CPU: ~10 minutes)
+    python recipes/mutransfer.py                                    # built-in default (CPU: about 5 minutes)
     python recipes/mutransfer.py experiment=smoke hydra.run.dir=out  # under 2 minutes
     python recipes/mutransfer.py experiment=depth_resmlp            # depth transfer with CompleteP
     python recipes/mutransfer.py sweep=lr_grid                      # tune the LR alone, on a grid
