@@ -150,3 +150,20 @@ def test_number_refuses_what_is_not_a_finite_real():
     with pytest.raises(PipelineError, match=r"x=1.5: must be an integer >= 1; give a count"):
         number("x", 1.5, minimum=1, integer=True, error=PipelineError, fix="give a count")
     assert math.isclose(number("x", 0.5, above=0, below=1), 0.5)
+
+
+@pytest.mark.parametrize("url, words", [
+    ("notaurl", "is not a database URL"),
+    ("nosuchdb://host/db", "is not a database URL"),
+    ("postgresql+psycopg://nobody@127.0.0.1:1/hpt", "cannot connect"),
+    ("sqlite:////nonexistent-dir/sub/trials.db", "cannot connect"),
+])
+def test_a_bad_storage_url_names_sweep_storage_before_any_ledger(hydra_conf, tmp_path, url, words):
+    cfg = compose("mutransfer", overrides=["experiment=smoke", f"sweep.storage='{url}'"])
+    raises_naming(lambda: prepare(cfg), PipelineError, f"sweep.storage={url!r}", words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_good_storage_url_passes(hydra_conf, tmp_path):
+    url = f"sqlite:///{tmp_path / 'trials.db'}"
+    assert prepare(compose("mutransfer", overrides=["experiment=smoke", f"sweep.storage='{url}'"])).sweep.storage == url

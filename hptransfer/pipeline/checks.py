@@ -43,3 +43,30 @@ def check_numbers(cfg: DictConfig, error: type[Exception]) -> None:
             raise error(f"{key}=[]: give at least one size")
         for value in values:
             number(f"{key} entry", value, error=error, fix=f"{key}={list(values)}", **bounds)
+
+
+def check_storage(url: str, error: type[Exception]) -> None:
+    """A ``sweep.storage`` URL that SQLAlchemy can parse and whose database answers, checked before any ledger is
+    made; the error names the key, the URL and the database's own one-line reason."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError as UrlError, NoSuchModuleError, SQLAlchemyError
+
+    fix = ("give a URL like sqlite:////abs/path/trials.db or postgresql+psycopg://user@host/db (quoted for Hydra), "
+           "or leave sweep.storage unset for a SQLite file in the run dir")
+    try:
+        parsed = make_url(url)
+        engine = create_engine(parsed, connect_args={"connect_timeout": 10} if parsed.get_backend_name() ==
+                               "postgresql" else {})
+    except (UrlError, NoSuchModuleError, ValueError, ImportError) as err:
+        raise error(f"sweep.storage={url!r} is not a database URL SQLAlchemy can use ({err}); {fix}") from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(getattr(err, "orig", err)).strip() \
+            else type(err).__name__
+        raise error(f"sweep.storage={url!r}: cannot connect ({reason}); start the database server or fix the URL. "
+                    "Nothing was written") from None
+    finally:
+        engine.dispose()

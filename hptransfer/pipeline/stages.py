@@ -22,7 +22,7 @@ from ..data import load_data
 from ..data.datasets import Classification, TokenStream
 from ..errors import HptError
 from ..models.registry import LANGUAGE_MODELS, ModelSpec, UnknownModelError, resolve_family
-from .checks import check_numbers
+from .checks import check_numbers, check_storage
 from .report import plot_curve, plot_lr_sweep, write_report
 from ..rules import SCHEMES
 from .train import HParams, OptimSettings, TrainResult, TrainSettings, train
@@ -103,10 +103,12 @@ def prepare(cfg: DictConfig) -> Context:
                           independent_weight_decay=cfg.optim.get("independent_weight_decay", False),
                           adjust_lr_fn=cfg.optim.get("adjust_lr_fn", "original"))
     sweep = SweepSettings(**OmegaConf.to_container(cfg.sweep))
-    if sweep.is_search():  # a bad space fails here, before any ledger is made
+    if sweep.is_search():  # a bad space or ledger fails here, before any ledger is made
         sweep.check_space()
     else:
         sweep.grid()
+    if sweep.storage:
+        check_storage(sweep.storage, PipelineError)
     return Context(cfg, data, spec, hp, settings, optim, sweep)
 
 
