@@ -50,7 +50,6 @@ class SweepSettings:
     n_trials: int = 20  # search: the trial budget per proxy size
     space: dict[str, list[float]] = field(default_factory=dict)  # search: name -> [low, high], log-uniform
     startup_trials: int = 0  # search: random trials before TPE models the losses (0: a third of n_trials, 3..10)
-
     storage: str | None = None  # default: sqlite:///<run dir>/trials.db
     study: str = "hptransfer"
     seed: int = 0
@@ -226,10 +225,14 @@ def requeue_interrupted(study: Any) -> list[int]:
     return [t.number for t in again]
 
 
+def _is_result(trial: Any) -> bool:
+    """A finished or diverged trial: a result that spends the budget (an interrupted one does not)."""
+    return trial.state.name == "COMPLETE" or (trial.state.name == "FAIL" and not is_interrupted(trial))
+
+
 def spent(study: Any) -> int:
-    """Trials that count against the budget: finished, diverged, running or queued (not interrupted ones)."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.name in ("COMPLETE", "RUNNING", "WAITING") or (t.state.name == "FAIL" and not is_interrupted(t)))
+    """Trials that count against the budget: results, and those running or queued."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if _is_result(t) or t.state.name in ("RUNNING", "WAITING"))
 
 
 def search(study: Any, storage: Any, url: str, budget: int, run: Callable[[Any], float]) -> None:
@@ -244,9 +247,7 @@ def search(study: Any, storage: Any, url: str, budget: int, run: Callable[[Any],
         requeue_interrupted(study)
 
     def stop_at_budget(study: Any, trial: Any) -> None:
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
-                   or (t.state.name == "FAIL" and not is_interrupted(t)))
-        if done >= budget:
+        if sum(map(_is_result, study.get_trials(deepcopy=False))) >= budget:
             study.stop()
 
     def run_as_worker(trial: Any) -> float:
