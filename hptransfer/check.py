@@ -35,6 +35,7 @@ from .probe.run import forward_of
 # like width^1/2 breaks both from 2.25x the base's width on (2x at 4x).
 TOLERANCE = 1.5
 EXPONENT_TOLERANCE = 0.25
+NOISE_SIGMAS = 3.0  # the base draws' log-spread a model's one draw may stray by, on top of TOLERANCE
 SCALE_TOLERANCE = 1e-4  # an attention call's applied scale against the plan's (an exact quantity)
 
 
@@ -165,16 +166,24 @@ def compared_modules(root: nn.Module, base: nn.Module, plan: Plan) -> list[str]:
 
 
 class _Mean:
-    """Activations averaged over several draws of the base (a narrow base's one draw is noisy)."""
+    """Activations averaged over several draws of the base (a narrow base's one draw is noisy), with the spread
+    of their log between draws (how far one draw strays: the check's tolerance widens by it)."""
 
     def __init__(self, recorders: list[ActivationRecorder]) -> None:
-        self.outputs = _average([r.outputs for r in recorders])
-        self.inputs = _average([r.inputs for r in recorders])
+        self.outputs, self.output_spread = _average([r.outputs for r in recorders])
+        self.inputs, self.input_spread = _average([r.inputs for r in recorders])
 
 
-def _average(values: list[dict[str, float]]) -> dict[str, float]:
+def _average(values: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     keys = set.intersection(*(set(v) for v in values)) if values else set()
-    return {k: sum(v[k] for v in values) / len(values) for k in keys}
+    means = {k: sum(v[k] for v in values) / len(values) for k in keys}
+    spreads = {}
+    for key in keys:
+        logs = [math.log(v[key]) for v in values if v[key] > 0 and math.isfinite(v[key])]
+        if len(logs) == len(values) > 1:
+            center = sum(logs) / len(logs)
+            spreads[key] = math.sqrt(sum((x - center) ** 2 for x in logs) / (len(logs) - 1))
+    return means, spreads
 
 
 def run_check(root: nn.Module, bases: Sequence[nn.Module], plan: Plan, args: tuple, kwargs: dict,
@@ -214,12 +223,15 @@ def run_check(root: nn.Module, bases: Sequence[nn.Module], plan: Plan, args: tup
         if name not in names or any(a.startswith(name + ".") for a in added):
             continue  # not in the base, a readout, or holds a block the base does not have
         if kind == "output":
-            _compare(report, "activation", name, acts.outputs.get(name), base_acts.outputs.get(name), log_width)
+            _compare(report, "activation", name, acts.outputs.get(name), base_acts.outputs.get(name), log_width,
+                     base_acts.output_spread.get(name, 0.0))
         else:
-            _compare(report, "input", name, acts.inputs.get(name), base_acts.inputs.get(name), log_width)
+            _compare(report, "input", name, acts.inputs.get(name), base_acts.inputs.get(name), log_width,
+                     base_acts.input_spread.get(name, 0.0))
     if plan.depth_mult == 1.0 and not added:
         for name in readouts:
-            _compare(report, "readout input", name, acts.inputs.get(name), base_acts.inputs.get(name), log_width)
+            _compare(report, "readout input", name, acts.inputs.get(name), base_acts.inputs.get(name), log_width,
+                     base_acts.input_spread.get(name, 0.0))
     if targets is not None:
         _compare_attention(report, attention.calls, targets)
     report.seconds = time.perf_counter() - start
@@ -238,7 +250,10 @@ def _first_block(order: list[str], plan: Plan) -> int | None:
 
 
 def _compare(report: CheckReport, kind: str, name: str, model: float | None, base: float | None,
-             log_width: float | None) -> None:
+             log_width: float | None, spread: float = 0.0) -> None:
+    """Record a deviation when ``model / base`` is off by more than TOLERANCE (widened by ``spread``, the
+    log-spread of the base's draws: NOISE_SIGMAS of it, for a base too narrow or a batch too small for one draw
+    to be typical) and by more than EXPONENT_TOLERANCE as a power of the width multiplier."""
     if model is None or base is None or not (math.isfinite(model) and math.isfinite(base)):
         return
     if base < 1e-12 and model < 1e-12:
@@ -248,7 +263,8 @@ def _compare(report: CheckReport, kind: str, name: str, model: float | None, bas
     if abs(math.log(max(ratio, 1e-300))) > abs(math.log(max(report.worst, 1e-300))):
         report.worst = ratio
     exponent = math.log(ratio) / log_width if log_width and math.isfinite(ratio) and ratio > 0 else None
-    if not (1 / TOLERANCE <= ratio <= TOLERANCE) and (exponent is None or abs(exponent) > EXPONENT_TOLERANCE):
+    tolerance = TOLERANCE * math.exp(NOISE_SIGMAS * spread)
+    if not (1 / tolerance <= ratio <= tolerance) and (exponent is None or abs(exponent) > EXPONENT_TOLERANCE):
         report.deviations.append(Deviation(kind, name, ratio, exponent))
 
 

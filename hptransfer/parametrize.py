@@ -22,7 +22,8 @@ from . import nn as hnn
 from .adapters import Adapter, Knowledge, find_adapter
 from .check import base_with_values, refusal, run_check
 from .decide import decide
-from .errors import AlreadyParametrizedError, AttentionError, BaseShapeError, CheckError, SchemeError
+from .errors import (AlreadyParametrizedError, ArgumentError, AttentionError, BaseShapeError, CheckError, HptError,
+                     InitError, SchemeError)
 from .install import initialize, install, native_factor, uninstall
 from .install.multipliers import HOOKS_ATTR, add_attention
 from .plan import ModuleRecord, Plan
@@ -420,6 +421,10 @@ def parametrize(
     if not (init in ("rescale", "keep") or (isinstance(init, (int, float)) and not isinstance(init, bool)
                                             and math.isfinite(init) and init > 0)):
         raise SchemeError(f"init={init!r}: use 'rescale', 'keep' or a positive float sigma")
+    if init == "rescale" and rules.rescale_init and any(p.is_meta for p in root.parameters()):
+        raise InitError("the model is on the meta device: init='rescale' measures and rescales its weights, and a "
+                        "meta tensor has none. Build the model on a real device (or materialize it first), or pass "
+                        "init='keep' (the weights are drawn later) or init=<sigma>")
     if base_head_dim is not None:
         number("base_head_dim", base_head_dim, minimum=1, integer=True,
                fix="the head dim of the base's attention (its q/k size per head), or leave it out with a real base")
@@ -430,7 +435,14 @@ def parametrize(
     if example_inputs is None and knowledge is not None and knowledge.example_inputs is not None:
         example_inputs = knowledge.example_inputs()
     inputs = as_args(example_inputs) if example_inputs is not None else None
-    measured = _measure(root, *inputs, attention=True) if inputs is not None else None
+    try:
+        measured = _measure(root, *inputs, attention=True) if inputs is not None else None
+    except HptError:
+        raise
+    except Exception as err:  # the user's inputs do not fit the model: say so before anything changed
+        raise ArgumentError(f"example_inputs: the model's forward failed on them ({type(err).__name__}: "
+                            f"{(str(err).splitlines() or [''])[0][:160]}); pass inputs its forward takes (a tensor, a "
+                            "tuple of positional args or a dict of keyword args), or leave them out") from err
     matcher = Matcher.build(root, shapes, base if isinstance(base, nn.Module) else None)
     structure = read_structure(
         root, shapes, matcher, layout=measured.layout if measured else None,

@@ -6,7 +6,9 @@
     python recipes/coord_check.py -m scheme=sp,mup                  # a multirun over schemes
 
 Writes coord_check.png, coord_check.json and summary.md into the run dir. Exits 0 on PASS, 1 on FAIL and 2 on
-INCONCLUSIVE (single runs only; in a multirun each job's verdict is in its own summary.md).
+INCONCLUSIVE (single runs only; in a multirun each job's verdict is in its own summary.md), 3 on a configuration
+mistake (an unknown key, group or model, a bad value: one line naming it) and 4 on an internal error, so that a
+CI gate can tell a typo from a failed check.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hptransfer import Thresholds, coord_check
+from hptransfer.pipeline.cli import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_OK, entry, guarded
 from hptransfer.pipeline.config import register_configs
 from hptransfer.data import gaussian_mixture, text_batch
 from hptransfer.pipeline.loggers import start_wandb
@@ -75,10 +78,11 @@ def run(cfg: DictConfig, run_dir: Path) -> bool:
     return result.verdict
 
 
-EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}  # what a CI job reads
+EXIT_CODES = {"PASS": EXIT_OK, "FAIL": EXIT_FAIL, "INCONCLUSIVE": EXIT_INCONCLUSIVE}  # what a CI job reads
 
 
 @hydra.main(config_path="../conf", config_name="coord_check", version_base="1.3")
+@guarded
 def main(cfg: DictConfig) -> bool:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     verdict = run(cfg, run_dir)
@@ -89,4 +93,4 @@ def main(cfg: DictConfig) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from hptransfer.pipeline.cli import entry, guarded
 from hptransfer.pipeline.config import register_configs
 from hptransfer.pipeline.stages import chosen_hparams, load_tune, prepare
 from hptransfer.scaling.study import run_scaling
@@ -22,6 +23,7 @@ register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="scaling", version_base="1.3")
+@guarded
 def main(cfg: DictConfig) -> float:
     ctx = prepare(cfg)
     hp, source = chosen_hparams(ctx, load_tune(cfg.tune_dir) if cfg.tune_dir else None)
@@ -32,4 +34,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

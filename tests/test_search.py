@@ -95,12 +95,54 @@ def test_a_trial_killed_mid_run_is_run_again_with_its_assignment(tmp_path):
     assert len(retry) == 1 and retry[0].user_attrs["retry_of"] == 4 and retry[0].params == trials(url)[4].params
 
 
-def test_without_the_requeue_the_killed_assignment_is_lost(tmp_path, monkeypatch):
-    """Negative control for the test above: with the re-queue switched off, the resume never runs it. (The kill
-    falls in TPE's modelled phase: a seeded sampler can propose a killed startup trial's values again by chance.)"""
-    monkeypatch.setattr(tune, "requeue_interrupted", lambda study: [])
-    killed, second, _ = _interrupt_then_resume(tmp_path, budget=9, stop_at=5)
-    assert all(tune.assignment(hp) != tune.assignment(killed) for hp in second)
+def _another_worker_s_result(url: str) -> None:
+    """A result that lands in the ledger between the kill and the resume, as another worker's would."""
+    study = optuna.load_study(study_name="s-32", storage=url)
+    trial = study.ask({name: optuna.distributions.FloatDistribution(low, high, log=True)
+                       for name, (low, high) in SPACE.items()})
+    study.tell(trial, 3.0)
+
+
+@pytest.mark.parametrize("requeue", [True, False])
+def test_the_killed_assignment_survives_other_workers_results_only_by_the_requeue(tmp_path, monkeypatch, requeue):
+    """A resume re-proposes the killed values by itself when the ledger is as it was (see the next test); once
+    another worker's result has changed it, only the re-queue brings them back (the negative control: off)."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    first: list[HParams] = []
+
+    def dies(size: int, hp: HParams) -> TrainResult:
+        first.append(hp)
+        if len(first) == 5:
+            raise Interrupt
+        return result(bowl(hp))
+
+    with pytest.raises(Interrupt):
+        run_sweep(dies, [32], HParams(), settings(9), url, {"t": 1})
+    _another_worker_s_result(url)
+    if not requeue:
+        monkeypatch.setattr(tune, "requeue_interrupted", lambda study: [])
+    second: list[HParams] = []
+    run_sweep(lambda size, hp: second.append(hp) or result(bowl(hp)), [32], HParams(), settings(9), url, {"t": 1})
+    ran_again = any(tune.assignment(hp) == tune.assignment(first[-1]) for hp in second)
+    assert ran_again is requeue
+
+
+def test_a_resumed_search_proposes_what_the_uninterrupted_one_did(tmp_path):
+    """The sampler is seeded from the ledger per trial: killed after 5 of 9 trials and resumed, the search trains
+    the same 9 assignments, in the same order, as a run that was never killed."""
+    straight: list[HParams] = []
+    run_sweep(lambda size, hp: straight.append(hp) or result(bowl(hp)), [32], HParams(), settings(9),
+              f"sqlite:///{tmp_path / 'straight.db'}", {"t": 1})
+    killed, second, url = _interrupt_then_resume(tmp_path, budget=9, stop_at=5)
+    done = [t.user_attrs["assignment"] for t in trials(url) if t.state.name == "COMPLETE"]
+    assert done == [tune.assignment(hp) for hp in straight]
+    assert len({json_key(a) for a in done}) == 9  # and no assignment twice
+
+
+def json_key(assignment: dict) -> str:
+    import json
+
+    return json.dumps(assignment, sort_keys=True)
 
 
 def test_a_sigkilled_worker_s_trial_is_re_run_by_the_next_command(tmp_path):

@@ -79,6 +79,34 @@ def test_resume_refuses_another_runs_checkpoint(data, tmp_path):
               run_dir=tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_a_corrupt_checkpoint_names_its_path_and_both_ways_on(data, tmp_path, damage):
+    settings = TrainSettings(**{**SMALL.__dict__, "checkpoint_every": 4})
+    straight = train(spec(data), "mup", data, HParams(lr=3e-3), settings, run_dir=tmp_path)
+    path, previous = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
+    assert previous.exists()  # the one before the last is kept
+    content = path.read_bytes()
+    path.write_bytes({"truncated": content[: len(content) // 2], "empty": b"", "garbage": b"not a checkpoint"}[damage])
+    resume = TrainSettings(**{**settings.__dict__, "resume": True})
+    with pytest.raises(TrainError) as err:
+        train(spec(data), "mup", data, HParams(lr=3e-3), resume, run_dir=tmp_path)
+    message = str(err.value)
+    assert str(path) in message and f"mv {previous} {path}" in message and "train.resume=false" in message
+    assert "weights_only" not in message.split("(")[0]  # the reason is quoted, torch's advice is not the headline
+    previous.replace(path)  # the way on the message gives: resume from the previous checkpoint
+    again = train(spec(data), "mup", data, HParams(lr=3e-3), resume, run_dir=tmp_path)
+    assert again.val_loss == straight.val_loss
+
+
+def test_resuming_a_finished_run_evaluates_again_and_keeps_its_last_loss(data, tmp_path):
+    """The final checkpoint resumed (a rerun killed during the report): no step runs, the result is unchanged."""
+    straight = train(spec(data), "mup", data, HParams(lr=3e-3), SMALL, run_dir=tmp_path)
+    again = train(spec(data), "mup", data, HParams(lr=3e-3), TrainSettings(**{**SMALL.__dict__, "resume": True}),
+                  run_dir=tmp_path)
+    assert (again.val_loss, again.train_loss, again.steps) == (straight.val_loss, straight.train_loss, straight.steps)
+    assert again.curve == straight.curve
+
+
 def test_schedulefree_evaluates_saves_and_resumes_at_its_averaged_weights(data, tmp_path):
     """Schedule-free AdamW trains at y and evaluates at its average x: the validation loss and the checkpoint
     both use x, and a resumed run (x converted back to y) continues like the uninterrupted one."""

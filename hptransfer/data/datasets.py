@@ -44,6 +44,17 @@ class TokenStream:
     def model_options(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size}
 
+    def check_fits(self, seq_len: int, batch_size: int, key: str = "train.seq_len") -> None:
+        """Refuse a split too short for one window of ``seq_len`` + 1 tokens (checked before any trial runs)."""
+        if self.vocab_size < 2:
+            raise DataError(f"the data has a vocabulary of {self.vocab_size} token(s): it is empty or one "
+                            "repeated character; point data.path at real text")
+        for split, data in (("train", self.train), ("validation", self.val)):
+            if len(data) <= seq_len + 1:
+                raise DataError(f"the {split} split has {len(data)} tokens, too few for {key}={seq_len} (a window "
+                                f"needs {seq_len + 2} or more): give more data (data.path), lower {key}, or "
+                                "change data.val_fraction")
+
 
 @dataclass
 class Classification:
@@ -62,6 +73,13 @@ class Classification:
     @property
     def model_options(self) -> dict[str, Any]:
         return {"d_in": int(self.train[0].shape[1]), "d_out": self.n_classes}
+
+    def check_fits(self, seq_len: int, batch_size: int, key: str = "train.seq_len") -> None:
+        """Refuse an empty split (a batch samples with replacement, so any non-empty split serves any batch)."""
+        for split, (_, labels) in (("train", self.train), ("validation", self.val)):
+            if len(labels) == 0:
+                raise DataError(f"the {split} split is empty: raise data.n_train / data.n_val, or change "
+                                "data.val_fraction")
 
 
 def _split(tokens: Any, val_fraction: float) -> tuple[Any, Any]:

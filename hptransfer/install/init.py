@@ -131,6 +131,17 @@ def initialize(root: nn.Module, plan: Plan, base: nn.Module | None,
             rec.init_source = f"init={plan.init:g} (redrawn by role)"
         record_base_stds(root, plan)
         return {}
+    if any(rec.shape != rec.base_shape for rec in plan.params.values()):
+        from .fresh import not_fresh
+
+        evidence = not_fresh(root, plan, base, base_name)
+        if evidence:
+            raise InitError(
+                f"init='rescale' multiplies a fresh init by the rule's factors, but these weights are not a fresh "
+                f"init: {'; '.join(evidence[:3])}{' ...' if len(evidence) > 3 else ''} ({len(evidence)} in all). "
+                "For loaded (pretrained or trained) weights pass init='keep'; to draw new ones, build the model "
+                "afresh or pass init=<sigma>. If you re-initialized the model yourself after building it, do the "
+                "same to the base (or build the base on the meta device). Nothing was changed.")
     # A bias keeps its base shape while its default std follows the weight's fan-in, so "at base shape" is
     # decided per owner module, over all of its parameters (aliases included).
     at_base_shape: dict[str, bool] = {}

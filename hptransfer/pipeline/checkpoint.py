@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 FILE = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the one before the last (unsharded): what a corrupt last one falls back to
 SHARDED = "checkpoint"
 
 
@@ -53,6 +54,8 @@ def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extras:
         if rank == 0:
             tmp = path.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **extras}, tmp)
+            if path.exists():
+                os.replace(path, path.with_name(PREVIOUS))
             os.replace(tmp, path)
         return
     import torch.distributed.checkpoint as dcp
@@ -73,6 +76,18 @@ def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extras:
         os.replace(tmp, path)
         shutil.rmtree(_old(path), ignore_errors=True)
     _barrier(sharded)
+
+
+def unreadable(path: Path, err: BaseException, sharded: bool) -> str:
+    """The message for a checkpoint that cannot be read: its path, the reader's reason, and the two ways on."""
+    reason = (str(err).strip().splitlines() or [""])[0][:200] or "no detail"
+    previous = path.with_name(PREVIOUS)
+    message = f"checkpoint {path} cannot be read ({type(err).__name__}: {reason}); it was cut short or overwritten. "
+    if not sharded and previous.exists():
+        return message + (f"To resume from the previous checkpoint: `mv {previous} {path}`, then run the same "
+                          "command again; to restart the target from step 0: delete both files, or set "
+                          "train.resume=false")
+    return message + f"To restart the target from step 0: delete {path}, or set train.resume=false"
 
 
 def read_extras(path: Path, rank: int, sharded: bool, device: torch.device) -> dict[str, Any]:

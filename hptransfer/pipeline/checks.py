@@ -25,8 +25,26 @@ RANGES: dict[str, dict[str, Any]] = {
     "coord_check.steps": POSITIVE_INT, "coord_check.seeds": POSITIVE_INT, "coord_check.lr": {"above": 0},
     "coord_check.batch_size": POSITIVE_INT, "coord_check.seq_len": POSITIVE_INT,
     "lr": {"above": 0},
+    "data.val_fraction": {"above": 0, "below": 1}, "data.n_train": POSITIVE_INT, "data.n_val": POSITIVE_INT,
+    "data.d_in": POSITIVE_INT, "data.n_classes": {"minimum": 2, "integer": True},
+    "optim.momentum": {"minimum": 0, "below": 1},
 }
-LISTS: dict[str, dict[str, Any]] = {"proxy.sizes": POSITIVE_INT, "coord_check.sizes": POSITIVE_INT}
+LISTS: dict[str, dict[str, Any]] = {"proxy.sizes": POSITIVE_INT, "coord_check.sizes": POSITIVE_INT,
+                                    "optim.betas": {"minimum": 0, "below": 1}}
+
+
+def _optimizers() -> list[str]:
+    from ..optim import OPTIMIZERS
+
+    return sorted(OPTIMIZERS)
+
+
+# settings that take one of a few names (a callable: a registry that can grow at run time)
+CHOICES: dict[str, Any] = {
+    "train.schedule": ("cosine", "linear", "constant"), "train.parallel": ("none", "ddp", "fsdp2"),
+    "optim.name": _optimizers, "optim.adjust_lr_fn": ("original", "match_rms_adamw"),
+    "proxy.axis": ("width", "depth"),
+}
 
 
 def check_numbers(cfg: DictConfig, error: type[Exception]) -> None:
@@ -35,12 +53,26 @@ def check_numbers(cfg: DictConfig, error: type[Exception]) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
             number(key, value, error=error, **bounds)
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        names = allowed() if callable(allowed) else allowed
+        if value is not None and value not in names:
+            raise error(f"{key}={value!r} is not one of {', '.join(names)}")
+    device = OmegaConf.select(cfg, "train.device", default=None)
+    if device is not None:
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise error(f"train.device={device!r} is not a device torch knows ({err}); use cpu, cuda or cuda:N, "
+                        "or leave it unset for CUDA when there is one") from None
     for key, bounds in LISTS.items():
         values = OmegaConf.select(cfg, key, default=None)
         if values is None:
             continue
         if len(values) == 0:
-            raise error(f"{key}=[]: give at least one size")
+            raise error(f"{key}=[]: give at least one value")
         for value in values:
             number(f"{key} entry", value, error=error, fix=f"{key}={list(values)}", **bounds)
 

@@ -181,6 +181,8 @@ class PipelineConfig:
     name: str = "mutransfer"
     tune_dir: Optional[str] = None  # transfer.py: the tune run dir whose tune.json holds the chosen LR
     lr: Optional[float] = None  # transfer.py: an explicit LR instead of a tune dir
+    # mutransfer.py, tune.py: go on with the unfinished run of the same command (hptransfer.pipeline.rundir)
+    resume: bool = True
 
 
 def register_configs() -> None:

@@ -40,9 +40,17 @@ def plot_lr_sweep(rows: list[dict[str, Any]], optima: list[Any], path: Path, axi
         ax.axvline(opt.log2_lr, color=color, ls=":", lw=1)
     ax.set_xlabel("log2 learning rate")
     ax.set_ylabel("validation loss")
-    ax.set_title(title or ("search: each trial's loss against its LR (dotted: best trial, x: diverged)" if searched
-                           else "LR sweep (dotted: interpolated optimum, x: diverged)"), fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(title or ("search: each trial's loss against its LR" if searched else "LR sweep"), fontsize=10)
+    # the markers' key is in the legend, so a recipe's own title never loses it
+    from matplotlib.lines import Line2D
+
+    handles, _ = ax.get_legend_handles_labels()
+    if optima:
+        handles.append(Line2D([], [], color="gray", ls=":", lw=1,
+                              label="best trial's LR" if searched else "interpolated optimum"))
+    if any(r["state"] == "FAIL" and r["log2_lr"] is not None for r in rows):
+        handles.append(Line2D([], [], color="gray", marker="x", ls="", ms=7, label="diverged"))
+    ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -22,6 +22,7 @@ from ..data import load_data
 from ..data.datasets import Classification, TokenStream
 from ..errors import HptError
 from ..models.registry import LANGUAGE_MODELS, ModelSpec, UnknownModelError, resolve_family
+from . import checkpoint as ckpt, faults
 from .checks import check_numbers, check_storage
 from .report import plot_curve, plot_lr_sweep, write_report
 from ..rules import SCHEMES
@@ -71,7 +72,7 @@ def prepare(cfg: DictConfig) -> Context:
     except UnknownModelError as err:
         raise PipelineError(str(err)) from None
     if cfg.scheme.name not in SCHEMES:
-        raise PipelineError(f"scheme={cfg.scheme.name!r} is unknown; choose one of {sorted(SCHEMES)}")
+        raise PipelineError(f"scheme.name={cfg.scheme.name!r} is unknown; choose one of {sorted(SCHEMES)}")
     if model.base_width > model.width or model.base_depth > model.depth:
         raise PipelineError(f"the base (width {model.base_width}, depth {model.base_depth}) is larger than the target "
                             f"(width {model.width}, depth {model.depth}); set model.base_width/base_depth to the "
@@ -88,10 +89,18 @@ def prepare(cfg: DictConfig) -> Context:
         raise PipelineError("model=gpt needs a token dataset (data=text or data=tokens)")
     if model.family in ("resmlp", "mlp", "resnet") and data.task != "classification":
         raise PipelineError(f"model={model.family} needs a classification dataset (data=synthetic or data=digits)")
+    data.check_fits(cfg.train.seq_len, cfg.train.batch_size)
+    if cfg.get("coord_check") is not None and cfg.coord_check.enabled:
+        data.check_fits(cfg.coord_check.seq_len, cfg.coord_check.batch_size, "coord_check.seq_len")
     options = {**OmegaConf.to_container(model.options, resolve=True), **data.model_options}
-    if model.family in LANGUAGE_MODELS and cfg.train.seq_len > options.get("block_size", 64):
-        raise PipelineError(f"train.seq_len={cfg.train.seq_len} exceeds model.options.block_size="
-                            f"{options.get('block_size', 64)}")
+    if model.family in LANGUAGE_MODELS:
+        lengths = {"train.seq_len": cfg.train.seq_len}
+        if cfg.get("coord_check") is not None and cfg.coord_check.enabled:
+            lengths["coord_check.seq_len"] = cfg.coord_check.seq_len
+        for key, length in lengths.items():
+            if length > options.get("block_size", 64):
+                raise PipelineError(f"{key}={length} exceeds model.options.block_size="
+                                    f"{options.get('block_size', 64)}; lower it or raise the block size")
     spec = ModelSpec(model.family, model.width, model.depth, model.base_width, model.base_depth, options,
                      OmegaConf.to_container(model.get("parametrize", {}), resolve=True))
     multipliers = OmegaConf.to_container(cfg.scheme.multipliers)
@@ -141,6 +150,7 @@ def run_tune(ctx: Context, run_dir: Path, progress: Callable[[str], None] | None
     storage = ctx.sweep.storage or f"sqlite:///{(run_dir / 'trials.db').resolve()}"
 
     def objective(size: int, hp: HParams) -> TrainResult:
+        faults.point("trial")
         return train(ctx.spec, ctx.scheme, ctx.data, hp, ctx.settings, ctx.optim, **ctx.size_kwargs(size))
 
     sizes = sorted(ctx.cfg.proxy.sizes)
@@ -184,13 +194,20 @@ def load_tune(tune_dir: str) -> dict[str, Any]:
 
 def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run: Any = None,
                progress: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Train the target with the chosen hyperparameters; writes transfer.json, metrics.jsonl, target_loss.png."""
-    metrics = (run_dir / "metrics.jsonl").open("a") if is_rank_zero() else None
+    """Train the target with the chosen hyperparameters; writes transfer.json, metrics.jsonl, target_loss.png.
+
+    metrics.jsonl has one row per step: a run that resumes from a checkpoint keeps the rows before it, and the
+    rows it trains again (bit-identical on CPU) are merged by step when it ends."""
+    path = run_dir / "metrics.jsonl"
+    sharded = ctx.settings.parallel == "fsdp2" and int(os.environ.get("WORLD_SIZE", 1)) > 1
+    resuming = ctx.settings.resume and ckpt.exists(ckpt.location(run_dir, sharded), sharded)
+    metrics = path.open("a" if resuming else "w") if is_rank_zero() else None
 
     def on_metrics(row: dict[str, float]) -> None:
         if metrics is not None:
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
+            faults.point("target_step")
         if wandb_run is not None:
             wandb_run.log({f"target/{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
         if progress is not None:
@@ -203,6 +220,7 @@ def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run:
         if metrics is not None:
             metrics.close()
     if is_rank_zero():
+        merge_metrics(path)
         write_json(run_dir / "transfer.json", {
             "lr": hp.lr, "log2_lr": math.log2(hp.lr), "warmup_frac": hp.warmup_frac, "init": hp.init,
             "grad_clip": ctx.settings.grad_clip if hp.grad_clip is None else hp.grad_clip,
@@ -216,6 +234,23 @@ def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run:
             plot_curve(result.curve, run_dir / "target_loss.png",
                        f"target {ctx.spec.family} w{ctx.spec.width} d{ctx.spec.depth}, lr {hp.lr:.3g}")
     return result
+
+
+def merge_metrics(path: Path) -> Path:
+    """Rewrite a metrics.jsonl with one row per step (later rows update earlier ones: the final evaluation joins
+    its step's row, a step trained again after a resume replaces its first copy); a line cut short by a kill is
+    dropped."""
+    rows: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        rows.setdefault(int(row["step"]), {}).update(row)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(rows[step]) + "\n" for step in sorted(rows)))
+    tmp.replace(path)
+    return path
 
 
 def run_target_check(ctx: Context, run_dir: Path, hp: HParams, target: TrainResult,
@@ -274,6 +309,7 @@ def report(ctx: Context, run_dir: Path, *, tune_summary: dict[str, Any] | None, 
     if hp is not None:
         searched = {k: v for k, v in ((tune_summary or {}).get("chosen") or {}).get("params", {}).items() if k != "lr"}
         transfer = {"lr": hp.lr, "log2_lr": math.log2(hp.lr), "source": source, "searched": searched}
+    faults.point("report")
     return write_report(run_dir, title=f"μTransfer report: {ctx.cfg.name}", scheme=ctx.scheme, axis=ctx.axis,
                         optima=optima, shift=optimum_shift(optima), transfer=transfer, target=target, coord=coord,
                         pictures=pictures, baseline=baseline, target_check=target_check)

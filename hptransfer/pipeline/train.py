@@ -198,16 +198,24 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
     checkpoint = ckpt.location(run_dir, sharded) if run_dir is not None else None
     fingerprint = _fingerprint(spec, scheme, hp, settings, width, depth)
     if settings.resume and checkpoint is not None and ckpt.exists(checkpoint, sharded):
-        state = ckpt.read_extras(checkpoint, rank, sharded, device)
+        try:
+            state = ckpt.read_extras(checkpoint, rank, sharded, device)
+        except Exception as err:  # torch's readers raise RuntimeError, EOFError, UnpicklingError, ...
+            raise TrainError(ckpt.unreadable(checkpoint, err, sharded)) from err
         if state.get("world") != world or state.get("fingerprint") != fingerprint:
             raise TrainError(f"{checkpoint} was written by a different run (model, hyperparameters or world size "
                              "differ); use another run dir or set train.resume=false")
-        ckpt.load(checkpoint, model, optimizer, sharded, device)
+        try:
+            ckpt.load(checkpoint, model, optimizer, sharded, device)
+        except Exception as err:
+            raise TrainError(ckpt.unreadable(checkpoint, err, sharded)) from err
         training_weights(optimizer)  # a schedule-free optimizer was saved holding its evaluation weights
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_step, first_loss, curve = state["step"], state["first_loss"], list(state["curve"])
+        if start_step >= settings.steps and curve and "val_loss" in curve[-1]:
+            curve.pop()  # a finished run's final evaluation: made again below, identically
 
     def save(step: int) -> None:
         with evaluation_weights(optimizer):
@@ -219,7 +227,8 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
 
     tokens_per_step = settings.batch_size * (settings.seq_len if data.task == "lm" else 1) * world
     started = time.perf_counter()
-    diverged, reason, train_loss = False, "", float("nan")
+    diverged, reason = False, ""
+    train_loss = curve[-1]["train_loss"] if curve else float("nan")  # a resumed run's last loss until it steps
     wrapped.train()
     for step in range(start_step, settings.steps):
         inputs, targets = (t.to(device) for t in data.batch("train", settings.batch_size, settings.seq_len, generator))

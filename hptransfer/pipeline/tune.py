@@ -168,12 +168,8 @@ def run_sweep(objective: Objective, sizes: list[int], base_hp: HParams, sweep: S
         name = f"{sweep.study}-{size}"
         if sweep.is_search():
             sweep.check_space()
-            startup = sweep.startup_trials or min(10, max(3, sweep.n_trials // 3))
-            with warnings.catch_warnings():  # multivariate TPE is "experimental" in Optuna since 2.2
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=startup, multivariate=True)
-        else:
-            sampler = optuna.samplers.RandomSampler(seed=sweep.seed)  # unused: every grid trial has fixed params
+        # unused by the grid (every grid trial has fixed params); the search sets a fresh one per trial
+        sampler = optuna.samplers.RandomSampler(seed=sweep.seed)
         study = open_study(name, ledger, dict(fingerprint, size=size, sweep=sweep.fingerprint()), sampler)
 
         def trial_fn(trial: Any, size: int = size) -> float:
@@ -193,11 +189,20 @@ def run_sweep(objective: Objective, sizes: list[int], base_hp: HParams, sweep: S
             return result.val_loss
 
         if sweep.is_search():
-            search(study, ledger, storage, sweep.n_trials, trial_fn)
+            search(study, ledger, storage, sweep.n_trials, trial_fn, lambda seed: tpe_sampler(sweep, seed))
         else:
             work_grid(study, ledger, storage, sweep.grid(), trial_fn, sweep.heartbeat_s)
         optima.append(_optimum(study, size, sweep))
     return optima
+
+
+def tpe_sampler(sweep: SweepSettings, offset: int) -> Any:
+    """Multivariate TPE seeded with ``sweep.seed + offset`` (random for its first trials, then modelling them)."""
+    optuna = _quiet_optuna()
+    startup = sweep.startup_trials or min(10, max(3, sweep.n_trials // 3))
+    with warnings.catch_warnings():  # multivariate TPE is "experimental" in Optuna since 2.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=sweep.seed + offset, n_startup_trials=startup, multivariate=True)
 
 
 def assignment(hp: HParams) -> dict[str, Any]:
@@ -235,8 +240,14 @@ def spent(study: Any) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if _is_result(t) or t.state.name in ("RUNNING", "WAITING"))
 
 
-def search(study: Any, storage: Any, url: str, budget: int, run: Callable[[Any], float]) -> None:
-    """Spend the study's trial budget with its sampler (see the module docstring); resumable and shareable."""
+def search(study: Any, storage: Any, url: str, budget: int, run: Callable[[Any], float],
+           sampler: Callable[[int], Any]) -> None:
+    """Spend the study's trial budget (see the module docstring); resumable and shareable.
+
+    Each new trial gets a fresh sampler, ``sampler(offset)``, seeded by the number of results in the ledger (and
+    the trials other workers are running): what a trial proposes depends on the ledger alone, so a run killed
+    and resumed proposes exactly what the uninterrupted run would have, and two workers do not propose alike.
+    """
     import optuna
 
     with warnings.catch_warnings():
@@ -246,20 +257,21 @@ def search(study: Any, storage: Any, url: str, budget: int, run: Callable[[Any],
     with ledger_lock(storage, url, study.study_name):
         requeue_interrupted(study)
 
-    def stop_at_budget(study: Any, trial: Any) -> None:
-        if sum(map(_is_result, study.get_trials(deepcopy=False))) >= budget:
-            study.stop()
-
     def run_as_worker(trial: Any) -> float:
         trial.set_user_attr("worker", worker_id())  # so that a resume on this host sees at once that it died
         return run(trial)
 
     waiting = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING")
     remaining = budget - spent(study) + waiting
-    if remaining <= 0:
-        return
     try:
-        study.optimize(run_as_worker, n_trials=remaining, callbacks=[stop_at_budget])
+        for _ in range(max(0, remaining)):
+            trials = study.get_trials(deepcopy=False)
+            results = sum(map(_is_result, trials))
+            if results >= budget:
+                break
+            running = sum(1 for t in trials if t.state.name == "RUNNING")
+            study.sampler = sampler(results + 7919 * running)
+            study.optimize(run_as_worker, n_trials=1)
     except BaseException:  # Optuna leaves a trial RUNNING on a BaseException other than KeyboardInterrupt
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if trial.user_attrs.get("worker") == worker_id():

@@ -77,7 +77,7 @@ def load_base(base: BaseLike, delta: BaseLike | None = None) -> BaseShapes:
     """Turn any accepted ``base`` (module, mapping, file path) into BaseShapes; mark dims a delta changes."""
     shapes = _read_base(base)
     if delta is not None:
-        delta_shapes = _read_base(delta)
+        delta_shapes = _read_base(delta, "delta")
         for name, dims in shapes.shapes.items():
             other = delta_shapes.shapes.get(name)
             if other is None:
@@ -91,7 +91,7 @@ def load_base(base: BaseLike, delta: BaseLike | None = None) -> BaseShapes:
     return shapes
 
 
-def _read_base(base: BaseLike) -> BaseShapes:
+def _read_base(base: BaseLike, argument: str = "base") -> BaseShapes:
     if isinstance(base, BaseShapes):
         return BaseShapes(dict(base.shapes), dict(base.width), set(base.modules))
     if isinstance(base, nn.Module):
@@ -108,7 +108,7 @@ def _read_base(base: BaseLike) -> BaseShapes:
             ) from err
         return BaseShapes(shapes)
     raise BaseShapeError(
-        f"base must be an nn.Module, a {{name: shape}} mapping or a path to a shapes file, got {type(base)!r}"
+        f"{argument} must be an nn.Module, a {{name: shape}} mapping or a path to a shapes file, got {type(base)!r}"
     )
 
 

@@ -344,11 +344,19 @@ class CoordCheckResult:
                         style = "--" if module in failing else "-"
                         ax.plot(xs, mean, style, color=color, marker="o", ms=3, label=module)
                         ax.fill_between(xs, low, high, color=color, alpha=0.15)
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log", base=2)
+                if not ax.lines:  # an empty panel says why, and shows no scale
+                    ax.set_yticks([])
+                    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
                 if kind == "update" and step == 0:
                     ax.text(0.5, 0.5, "no change at init", ha="center", va="center", transform=ax.transAxes,
                             color="gray")
-                ax.set_xscale("log", base=2)
-                ax.set_yscale("log", base=2)
+                elif not ax.lines:
+                    ax.text(0.5, 0.5, "every value is 0 here:\nnothing has changed yet\n(e.g. a zero-init readout)",
+                            ha="center", va="center", transform=ax.transAxes, color="gray", fontsize=8)
+                else:
+                    _readable_log_axis(ax)
                 ax.set_title(f"{'activation' if kind == 'out' else 'change since init'}, step {step}", fontsize=9)
                 if row == 1:
                     ax.set_xlabel(self.axis)
@@ -363,6 +371,26 @@ class CoordCheckResult:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+MIN_SPAN = 4.0  # a panel's y axis spans at least this factor (two octaves): a flat line looks flat
+
+
+def _readable_log_axis(ax: Any) -> None:
+    """Widen a log2 y axis to at least MIN_SPAN around its data (so that a 10% wiggle is drawn as one, not edge to
+    edge) and label its ticks in plain numbers; a span of two octaves holds at least two powers of 2."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.lines])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size:
+        low, high = float(values.min()), float(values.max())
+        if high / low < MIN_SPAN:
+            center = math.sqrt(low * high)
+            ax.set_ylim(center / math.sqrt(MIN_SPAN), center * math.sqrt(MIN_SPAN))
+    ax.yaxis.set_major_locator(LogLocator(base=2))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _finite(value: float) -> float | None:
@@ -496,6 +524,21 @@ def default_loss(output: Any, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
+def _device(device: str | torch.device | None) -> torch.device:
+    """The device to run on: the one asked for (refused when torch does not know it or it is absent), else CUDA
+    when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise CoordCheckError(f"device={device!r} is not a device torch knows ({str(err)[:80]}...); use 'cpu', "
+                              "'cuda' or 'cuda:N', or leave it out") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise CoordCheckError(f"device={device!r}: this torch sees no CUDA device; use device='cpu' or leave it out")
+    return chosen
+
+
 def coord_check(
     build: Callable[[int], nn.Module],
     sizes: Sequence[int],
@@ -541,6 +584,14 @@ def coord_check(
     """
     from tqdm.auto import tqdm
 
+    if not callable(build) or isinstance(build, torch.nn.Module):
+        raise CoordCheckError(f"build={type(build).__name__}: give a function build(size) -> parametrized model, not "
+                              "a model (e.g. build=lambda width: make_model(width))")
+    if isinstance(sizes, (str, bytes)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        raise CoordCheckError(f"sizes={sizes!r}: give a list of integer widths (or depths), e.g. [64, 128, 256, 512]")
+    if data is None or isinstance(data, (str, bytes, torch.Tensor)) or not hasattr(data, "__iter__"):
+        raise CoordCheckError(f"data={type(data).__name__}: give one (inputs, targets) batch, or an iterable of "
+                              "them (one per step)")
     distinct = sorted(set(int(s) for s in sizes))
     if len(distinct) < 3:
         raise CoordCheckError(f"sizes={list(sizes)} has {len(distinct)} distinct value(s); a slope needs at least "
@@ -558,8 +609,7 @@ def coord_check(
     number("seeds", seeds, minimum=1, integer=True, error=CoordCheckError)
     if fast:
         steps, seeds = min(steps, 3), min(seeds, 2)
-    device = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(device)
     loss_fn = loss_fn or default_loss
     statistic = STATS[stat]
     result = CoordCheckResult(axis, distinct, steps, seeds, stat, thresholds)
@@ -579,7 +629,13 @@ def coord_check(
     for seed in range(seeds):
         for size in distinct:
             torch.manual_seed(seed)
-            model = build(size).to(device)
+            model = build(size)
+            if not isinstance(model, torch.nn.Module):
+                raise CoordCheckError(f"build({size}) returned {type(model).__name__}, not an nn.Module")
+            if any(p.is_meta for p in model.parameters()):
+                raise CoordCheckError(f"build({size}) returned a model on the meta device: the check trains it, so "
+                                      "build it on a real device (a meta model is only a base for parametrize)")
+            model = model.to(device)
             root = unwrap(model)
             signatures[size] = tuple((n, tuple(p.shape)) for n, p in root.named_parameters())
             plan = get_plan(root)
