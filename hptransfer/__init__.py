@@ -2,6 +2,7 @@
 
 from . import adapters, nn, rules, testing
 from .adapters import AdapterError
+from .axes import Fits, Setting, TransferError, fit_optimum, gradient_noise_scale, transfer
 from .check import CheckReport
 from .errors import (AlreadyParametrizedError, ArgumentError, AttentionError, BaseShapeError, BranchError,
                      CheckError, HptError, InitError, NotParametrizedError, ReadoutError, SchemeError,
@@ -11,11 +12,14 @@ from .optim import (Lion, MuonWithAdamW, build_optimizer, lr_scales, param_group
 from .parametrize import get_plan, parametrize, unparametrize, unwrap
 from .plan import ModuleRecord, ParamRecord, Plan
 from .structure.shapes import load_base, save_shapes
+from .scaling import fit_chinchilla, fit_power_law, width_limit
 from .verify.coord import CoordCheckError, CoordCheckResult, Thresholds, coord_check
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Fits", "Setting", "TransferError", "fit_chinchilla", "fit_optimum", "fit_power_law", "gradient_noise_scale",
+    "transfer", "width_limit",
     "AdapterError", "AlreadyParametrizedError", "ArgumentError", "AttentionError", "BaseShapeError", "BranchError", "CheckError",
     "CheckReport", "CoordCheckError", "CoordCheckResult", "HptError", "InitError", "Lion", "ModuleRecord",
     "MuonWithAdamW", "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError",

@@ -5,6 +5,7 @@
     python recipes/mutransfer.py experiment=depth_resmlp            # depth transfer with CompleteP
     python recipes/mutransfer.py sweep=lr_grid                      # tune the LR alone, on a grid
     python recipes/mutransfer.py target_check.enabled=true          # also a small direct sweep at the target
+    python recipes/mutransfer.py axes.target_steps=2400 axes.horizons=[0.25,0.5,1.0]   # an 8x longer target
 
 Writes report.md with the pictures (coord_check.png, lr_sweep.png, target_loss.png), trials.csv, tune.json,
 transfer.json and metrics.jsonl into the run dir (printed at start). Interrupted, the same command goes on with
@@ -16,10 +17,12 @@ starts afresh). Exit codes (hptransfer.pipeline.cli): 0 done, 1 the target diver
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import hydra
 from omegaconf import DictConfig
 
+from hptransfer.pipeline.axes import run_axes
 from hptransfer.pipeline.cli import EXIT_FAIL, entry, guarded
 from hptransfer.pipeline.config import register_configs
 from hptransfer.pipeline.console import maybe_wandb, progress_printer, run_dir, run_dir_given, training_bar
@@ -49,11 +52,16 @@ def main(cfg: DictConfig) -> float:
     with maybe_wandb(cfg, "proxy", directory) as wandb_run:
         summary = run_tune(ctx, directory, progress_printer(total, "proxy sweep"), wandb_run)
     hp, source = chosen_hparams(ctx, summary)
+    moved = run_axes(ctx, directory, hp, summary["storage"], progress_printer(0, "horizon and batch sweeps"))
+    target = ctx
+    if moved is not None:  # the target trains for other steps or with another batch: hptransfer.transfer's values
+        target = replace(ctx, settings=moved.settings, optim=replace(ctx.optim, weight_decay=moved.weight_decay))
+        hp, source = moved.hp, f"{source}, moved to the target's steps and batch by hptransfer.transfer (axes.json)"
     print(f"target: lr {hp.lr:.4g} from {source}", flush=True)
     with maybe_wandb(cfg, "target", directory) as wandb_run:
-        result = run_target(ctx, directory, hp, source, wandb_run, training_bar(ctx.settings.steps))
-    check = run_target_check(ctx, directory, hp, result, print) if cfg.target_check.enabled else None
-    path = report(ctx, directory, tune_summary=summary, target=result, coord=coord, source=source, hp=hp,
+        result = run_target(target, directory, hp, source, wandb_run, training_bar(target.settings.steps))
+    check = run_target_check(target, directory, hp, result, print) if cfg.target_check.enabled else None
+    path = report(target, directory, tune_summary=summary, target=result, coord=coord, source=source, hp=hp,
                   target_check=check)
     run.finish()
     print(f"report: {path}")

@@ -53,6 +53,10 @@ SCRIPTS = {
     # the global gradient norm grows with width under SP and does not under mu-P
     "grad_norm_width.py": ("grad_norm_width-smoke", lambda d: d["schemes"]["sp"]["median_exponent"] > 0.2
                            and d["schemes"]["mup"]["median_exponent"] < 0),
+    # the smoke runs every axis; the last written is weight decay, with its prediction, measurement and regrets
+    "axes_transfer.py": ("axes_transfer-weight_decay-smoke", lambda d: d["axis"] == "weight_decay" and all(
+        math.isfinite(d[k]) for k in ("error_octaves", "naive_error_octaves", "regret", "naive_regret"))
+        and d["transfer"]["weight_decay"]["rules"] == ["wd_timescale"]),
     # the net's own seconds are part of parametrize's, and both models were timed
     "safety_net_cost.py": ("safety_net_cost-smoke", lambda d: set(d["results"]) == {"hf_llama", "plain_gpt"} and all(
         0 < r["net_reported_s"] <= r["parametrize_s"]["check"] for r in d["results"].values())),

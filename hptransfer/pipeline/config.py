@@ -155,6 +155,19 @@ class TargetCheckConfig:
 
 
 @dataclass
+class AxesConfig:
+    """mutransfer.py: a target trained for other steps or another batch than the proxy (train.steps,
+    train.batch_size). The proxy's LR is swept at each of ``horizons`` x train.steps and ``batch_sizes`` x
+    train.batch_size (the LR grid of ``sweep``, on the largest proxy), the optimum's power law fitted, and
+    hptransfer.transfer moves the LR and weight decay to the target's setting (docs/rules.md, "Beyond width")."""
+
+    target_steps: Optional[int] = None  # default: train.steps
+    target_batch_size: Optional[int] = None  # default: train.batch_size
+    horizons: list[float] = field(default_factory=list)  # e.g. [0.25, 0.5, 1.0]: needed when the steps differ
+    batch_sizes: list[float] = field(default_factory=list)  # e.g. [0.25, 0.5, 1.0]: needed when the batch differs
+
+
+@dataclass
 class LadderConfig:
     """recipes/scaling.py: proxies trained with the same hyperparameters; the target is model.width/depth."""
 
@@ -178,6 +191,7 @@ class PipelineConfig:
     coord_check: CoordStageConfig = field(default_factory=CoordStageConfig)
     ladder: LadderConfig = field(default_factory=LadderConfig)
     target_check: TargetCheckConfig = field(default_factory=TargetCheckConfig)
+    axes: AxesConfig = field(default_factory=AxesConfig)
     name: str = "mutransfer"
     tune_dir: Optional[str] = None  # transfer.py: the tune run dir whose tune.json holds the chosen LR
     lr: Optional[float] = None  # transfer.py: an explicit LR instead of a tune dir

@@ -81,6 +81,7 @@ def _fmt(value: float) -> str:
 
 def write_report(run_dir: Path, *, title: str, scheme: str, axis: str, optima: list[Any], shift: float,
                  transfer: dict[str, Any] | None, target: Any | None, coord: Any | None, pictures: dict[str, str],
+                 axes: dict[str, Any] | None = None,
                  baseline: dict[str, Any] | None = None, target_check: list[dict[str, Any]] | None = None) -> Path:
     """report.md: coordinate check verdict, proxy sweep with optimum per size, the transfer and the target."""
     lines = [f"# {title}", "", f"Scheme **{scheme}**, proxies along **{axis}**.", ""]
@@ -109,6 +110,8 @@ def write_report(run_dir: Path, *, title: str, scheme: str, axis: str, optima: l
                   f"({'within' if shift <= 0.5 else 'more than'} the 0.5-octave transfer target).", ""]
     if "sweep" in pictures:
         lines += [f"![LR sweep]({pictures['sweep']})", ""]
+    if axes:
+        lines += _axes_lines(axes)
     if transfer is not None:
         others = "".join(f", {k} = {v:.4g}" for k, v in sorted(transfer.get("searched", {}).items()))
         lines += ["## Transfer", "", f"Chosen hyperparameters: lr = {transfer['lr']:.4g} (log2 {transfer['log2_lr']:.2f})"
@@ -127,6 +130,24 @@ def write_report(run_dir: Path, *, title: str, scheme: str, axis: str, optima: l
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _axes_lines(axes: dict[str, Any]) -> list[str]:
+    """The horizon and batch rules: each fit, and what moved (axes.json)."""
+    proxy, target = axes["proxy"], axes["target"]
+    lines = ["## Beyond width: the target's steps and batch", "",
+             f"The proxy trained {proxy['steps']} steps of {proxy['batch_size']}; the target trains {target['steps']} "
+             f"of {target['batch_size']}.", "", "| axis | fitted slope of log2 LR* (95% interval) | points |",
+             "|---|---|---|"]
+    for axis, fit in axes["fits"].items():
+        low, high = fit["slope_interval"]
+        lines.append(f"| {axis} | {fit['slope']:.2f} [{low:.2f}, {high:.2f}] | {len(fit['settings'])} |")
+    lines += ["", "| hyperparameter | proxy | target | rules |", "|---|---|---|---|"]
+    for name, moved in axes["transfer"].items():
+        lines.append(f"| {name} | {moved['proxy']:.4g} | {moved['target']:.4g} | {', '.join(moved['rules']) or '-'} |")
+    for axis in axes["fits"]:
+        lines += ["", f"![{axis}](axes_{axis}.png)"]
+    return lines + [""]
 
 
 def _target_check_lines(points: list[dict[str, Any]]) -> list[str]:

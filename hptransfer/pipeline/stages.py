@@ -23,6 +23,7 @@ from ..data.datasets import Classification, TokenStream
 from ..errors import HptError
 from ..models.registry import LANGUAGE_MODELS, ModelSpec, UnknownModelError, resolve_family
 from . import checkpoint as ckpt, faults
+from .axes import check_axes
 from .checks import check_numbers, check_storage
 from .report import plot_curve, plot_lr_sweep, write_report
 from ..rules import SCHEMES
@@ -118,6 +119,7 @@ def prepare(cfg: DictConfig) -> Context:
         sweep.grid()
     if sweep.storage:
         check_storage(sweep.storage, PipelineError)
+    check_axes(cfg, PipelineError)
     return Context(cfg, data, spec, hp, settings, optim, sweep)
 
 
@@ -310,6 +312,8 @@ def report(ctx: Context, run_dir: Path, *, tune_summary: dict[str, Any] | None, 
         searched = {k: v for k, v in ((tune_summary or {}).get("chosen") or {}).get("params", {}).items() if k != "lr"}
         transfer = {"lr": hp.lr, "log2_lr": math.log2(hp.lr), "source": source, "searched": searched}
     faults.point("report")
+    axes_file = run_dir / "axes.json"
+    axes = json.loads(axes_file.read_text()) if axes_file.is_file() else None
     return write_report(run_dir, title=f"μTransfer report: {ctx.cfg.name}", scheme=ctx.scheme, axis=ctx.axis,
                         optima=optima, shift=optimum_shift(optima), transfer=transfer, target=target, coord=coord,
-                        pictures=pictures, baseline=baseline, target_check=target_check)
+                        pictures=pictures, baseline=baseline, target_check=target_check, axes=axes)

@@ -166,13 +166,15 @@ def evaluate(model: nn.Module, data: TokenStream | Classification, settings: Tra
 def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: HParams,
           settings: TrainSettings = TrainSettings(), optim: OptimSettings = OptimSettings(), *,
           width: int | None = None, depth: int | None = None, run_dir: Path | None = None,
-          on_metrics: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          on_metrics: Callable[[dict[str, float]], None] | None = None,
+          on_end: Callable[[nn.Module], None] | None = None) -> TrainResult:
     """Train the ``spec`` model at (width, depth) under ``scheme`` with hyperparameters ``hp``.
 
     Returns a TrainResult; a run whose loss becomes non-finite or exceeds ``diverge_factor`` x its first loss
     stops early with ``diverged=True`` and the reason. With ``run_dir`` it writes a checkpoint (``checkpoint.pt``;
     sharded ``checkpoint/`` under FSDP2, see hptransfer.pipeline.checkpoint) and, with ``settings.resume``,
     continues from it bit-exactly (CPU). A process group it started (torchrun) is torn down before it returns.
+    ``on_end(model)`` sees the trained model (not called for a diverged run).
     """
     rank, world = _distributed()
     owns_group = world > 1 and settings.parallel != "none" and not dist.is_initialized()
@@ -266,6 +268,9 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
             on_metrics(curve[-1])
         if checkpoint is not None:
             save(settings.steps)
+    if on_end is not None and not diverged:  # the trained model, at its evaluation weights
+        with evaluation_weights(optimizer):
+            on_end(model)
     if owns_group and dist.is_initialized():  # every rank got here: leave no process group for exit to reap
         dist.barrier()
         dist.destroy_process_group()
