@@ -179,6 +179,7 @@ def mutransfer(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
 
 
+@pytest.mark.slow
 def test_the_recipe_sweeps_horizons_and_trains_the_longer_target_at_the_moved_lr(tmp_path):
     out = tmp_path / "run"
     proc = mutransfer(["axes.target_steps=32", "axes.horizons=[0.25,0.5,1.0]", "optim.weight_decay=0.1",
@@ -197,6 +198,7 @@ def test_the_recipe_sweeps_horizons_and_trains_the_longer_target_at_the_moved_lr
     assert "Beyond width" in report and (out / "axes_horizon.png").exists()
 
 
+@pytest.mark.slow
 def test_the_recipe_moves_the_lr_to_a_larger_batch_with_the_measured_noise_scale(tmp_path):
     out = tmp_path / "run"
     proc = mutransfer(["axes.target_batch_size=32", "axes.batch_sizes=[0.25,0.5,1.0]", f"hydra.run.dir={out}"],

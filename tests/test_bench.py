@@ -63,7 +63,11 @@ SCRIPTS = {
 }
 
 
-@pytest.mark.parametrize("script", list(SCRIPTS))
+SLOW_SMOKES = {"axes_transfer.py"}  # run by the slow set: the fast one stays near 5 minutes
+
+
+@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKES else s
+                                    for s in SCRIPTS])
 def test_benchmark_smoke(script, tmp_path):
     prefix, check = SCRIPTS[script]
     args = ["--smoke"] if script != "coord_check_time.py" else ["--widths", "64", "128", "256", "--seeds", "1",

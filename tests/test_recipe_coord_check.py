@@ -84,6 +84,7 @@ def test_real_multirun_over_schemes(tmp_path):
     assert (sweep / "multirun.yaml").exists()
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_files(tmp_path):
     pytest.importorskip("wandb", reason="wandb is in the dev extra")
     out = tmp_path / "run"

@@ -220,6 +220,7 @@ def test_fsdp2_run_killed_and_resumed_ends_bit_for_bit_like_an_uninterrupted_one
     assert result["val_loss"] == expected["val_loss"]  # bit for bit: weights, optimizer state, LR factors, data
 
 
+@pytest.mark.slow
 def test_wandb_offline_files(tmp_path):
     pytest.importorskip("wandb")
     out = tmp_path / "run"
@@ -230,6 +231,7 @@ def test_wandb_offline_files(tmp_path):
     assert len(runs) == 2  # proxy and target (coord check disabled)
 
 
+@pytest.mark.slow
 def test_joblib_multirun_workers_share_one_ledger(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
@@ -248,6 +250,7 @@ def _ledger(db: Path) -> list[tuple[float, str, float]]:
     return sorted((round(x, 6), state, round(v, 9) if v is not None else None) for x, state, v in rows)
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_matches_the_basic_launcher(tmp_path):
     """The job a cluster user submits (hydra/launcher=slurm is submitit too) is the one tested here: two
     workers through submitit's local executor write the same ledger and pick the same LR as the basic launcher."""
