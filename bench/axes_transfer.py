@@ -5,6 +5,8 @@ away with hptransfer.transfer, then find the true optimum there by a bracketed s
     python bench/axes_transfer.py --axis batch          # LR: fit at batch 4/8/16, predict at 128 (~5 min)
     python bench/axes_transfer.py --axis weight_decay   # WD: tuned at 100 steps, predicted at 800 (~5 min)
     python bench/axes_transfer.py --axis horizon --proxy-steps 400 --tag=-long   # fits at 100..400, target 3200
+    python bench/axes_transfer.py --axis batch --factor 4 --tag=-x4    # held-out checks of the batch law: 64,
+    python bench/axes_transfer.py --axis batch --factor 16 --tag=-x16  # and 256 sequences
     python bench/axes_transfer.py --smoke               # seconds: every axis on a tiny grid (the tests)
 
 The model is the reference GPT at width 64, 2 layers (mu-P at its base: plain SP numbers), AdamW (torch's
@@ -263,6 +265,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--proxy-steps", type=int, default=Task.proxy_steps,
                         help="the proxy's own horizon (its fits at 1/4, 1/2 and 1 of it; the target at 8x)")
+    parser.add_argument("--factor", type=int, default=Task.factor, help="how far the target is (x the proxy's)")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--replot", nargs="+", help="only draw these result files' pictures again")
     args = parser.parse_args()
@@ -270,7 +273,7 @@ def main() -> None:
         for path in args.replot:
             replot(path)
         return
-    task = Task(proxy_steps=args.proxy_steps)
+    task = Task(proxy_steps=args.proxy_steps, factor=args.factor)
     if args.smoke:
         task = Task(width=32, seeds=(0,), proxy_steps=8, proxy_batch=4, factor=2, grid=(-8.0, -5.0, 1.0),
                     bracket=1.0, wd_grid=(-1.0, 1.0, 1.0))
