@@ -59,6 +59,9 @@ def rows() -> list[tuple[str, str, str, str]]:
         record("coord_check", case, lambda k=dict(kwargs): hpt.coord_check(k.pop("build"), k.pop("sizes"),
                                                                             data=k.pop("data"), **k))
     register_configs()
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # a test session may have initialized it already
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for override, _ in [*tv.CONFIG_MISTAKES, *tm.CONFIG]:
             if "MISSING" in override:

@@ -275,3 +275,18 @@ def test_short_data_fails_at_start_and_the_corrected_rerun_uses_the_same_dir(tmp
     second = command("mutransfer", args, tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     assert json.loads((out / "run_state.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+def test_the_error_table_in_the_docs_is_what_the_code_says():
+    """docs/errors.md's table is generated from these cases; regenerated here, it must match the file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("error_table", ROOT / "docs" / "error_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    rows = table.rows()
+    assert rows and not [r for r in rows if r[2].startswith("bare") or r[2] == "accepted"]
+    written = (ROOT / "docs" / "errors.md").read_text().split(table.MARKER)[1]
+    for where, what, kind, message in rows:
+        assert f"| {where} | `{what}` | {kind} | {message.replace('|', chr(92) + '|')} |" in written, (what, message)
