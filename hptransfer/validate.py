@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from .errors import ArgumentError
 
 
@@ -31,3 +33,19 @@ def number(name: str, value: Any, *, above: float | None = None, minimum: float 
     if not ok:
         raise error(f"{name}={value!r}: must be {wanted}" + (f"; {fix}" if fix else ""))
     return int(value) if integer else value
+
+
+def device(name: str, value: Any, *, error: type[Exception] = ArgumentError) -> torch.device | None:
+    """``value`` as a torch.device (None stays None), refused with ``error`` when torch does not know it or when it
+    names CUDA and this torch sees none."""
+    if value is None:
+        return None
+    try:
+        chosen = torch.device(value)
+    except (RuntimeError, TypeError) as err:
+        reason = (str(err).splitlines() or [""])[0][:80]
+        raise error(f"{name}={value!r} is not a device torch knows ({reason}...); use 'cpu', 'cuda' or 'cuda:N', or "
+                    "leave it unset") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise error(f"{name}={value!r}: this torch sees no CUDA device; use 'cpu' or leave it unset")
+    return chosen

@@ -44,7 +44,7 @@ class TokenStream:
     def model_options(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size}
 
-    def check_fits(self, seq_len: int, batch_size: int, key: str = "train.seq_len") -> None:
+    def check_fits(self, seq_len: int, key: str = "train.seq_len") -> None:
         """Refuse a split too short for one window of ``seq_len`` + 1 tokens (checked before any trial runs)."""
         if self.vocab_size < 2:
             raise DataError(f"the data has a vocabulary of {self.vocab_size} token(s): it is empty or one "
@@ -74,7 +74,7 @@ class Classification:
     def model_options(self) -> dict[str, Any]:
         return {"d_in": int(self.train[0].shape[1]), "d_out": self.n_classes}
 
-    def check_fits(self, seq_len: int, batch_size: int, key: str = "train.seq_len") -> None:
+    def check_fits(self, seq_len: int, key: str = "train.seq_len") -> None:
         """Refuse an empty split (a batch samples with replacement, so any non-empty split serves any batch)."""
         for split, (_, labels) in (("train", self.train), ("validation", self.val)):
             if len(labels) == 0:

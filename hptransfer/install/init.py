@@ -24,6 +24,7 @@ from torch import nn
 from .. import nn as hnn
 from ..errors import InitError
 from ..plan import ParamRecord, Plan
+from .fresh import is_pytorch_default, not_fresh
 
 EQUAL = 0.10  # stds within 10% count as equal
 DISTINCT = 1.3  # a law must predict at least this ratio for an equal pair to rule it out
@@ -54,27 +55,6 @@ def fans(rec: ParamRecord, shape: tuple[int, ...]) -> tuple[float, float]:
     out_axis = 0 if out_axis is None else out_axis
     field = math.prod(s for i, s in enumerate(shape) if i not in (out_axis, in_axis) and i not in rec.stacked_dims)
     return float(shape[in_axis] * field), float(shape[out_axis] * field)
-
-
-def is_pytorch_default(module: nn.Module, leaf: str, param: torch.Tensor) -> bool:
-    """Whether a Linear/Conv weight or bias is exactly PyTorch's default: uniform on +-1/sqrt(fan_in).
-
-    The maximum of n uniform draws lies within a factor (1 - 12/n) of the bound with probability 1 - e^-12, and
-    any normal init exceeds a bound near its std within a few draws, so the test does not confuse the two.
-    """
-    if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or leaf not in ("weight", "bias") or param is None:
-        return False
-    weight = module.weight
-    fan_in = weight.shape[1] * math.prod(weight.shape[2:])
-    bound = 1.0 / math.sqrt(fan_in)
-    values = param.detach().float().flatten()
-    values = values[values != 0]  # rows zeroed on purpose (a zero-init query) keep the rest default
-    if values.numel() < 2:
-        return False
-    largest = float(values.abs().max())
-    std = float(values.pow(2).mean().sqrt())
-    return (largest <= bound * (1 + 1e-6) and largest >= bound * (1 - 12.0 / values.numel())
-            and abs(std * math.sqrt(3.0) / bound - 1) < 0.1 + 3.0 / math.sqrt(values.numel()))
 
 
 def infer_law(weights: list[Weight]) -> str | None:
@@ -132,8 +112,6 @@ def initialize(root: nn.Module, plan: Plan, base: nn.Module | None,
         record_base_stds(root, plan)
         return {}
     if any(rec.shape != rec.base_shape for rec in plan.params.values()):
-        from .fresh import not_fresh
-
         evidence = not_fresh(root, plan, base, base_name)
         if evidence:
             raise InitError(

@@ -10,13 +10,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from omegaconf import DictConfig
 
 from ..axes import Fits, NoiseScale, NoiseScaleError, Setting, fit_optimum, gradient_noise_scale, transfer
 from ..axes.fit import OptimumFit
 from ..axes.rules import SQRT_PRIOR
 from ..validate import number
-from .train import HParams, TrainSettings, train
+from .report import _pyplot
+from .train import HParams, TrainSettings, task_loss, train
 from .tune import SweepSettings, run_sweep, write_json
 
 
@@ -69,7 +71,7 @@ def run_axes(ctx: Any, run_dir: Path, hp: HParams, storage: str,
     sweep = SweepSettings(kind="lr_grid", log2_lr_min=ctx.sweep.log2_lr_min, log2_lr_max=ctx.sweep.log2_lr_max,
                           log2_lr_step=ctx.sweep.log2_lr_step, storage=ctx.sweep.storage, seed=ctx.sweep.seed,
                           heartbeat_s=ctx.sweep.heartbeat_s, stale_after_s=ctx.sweep.stale_after_s)
-    fits, points = Fits(), {}
+    fits = Fits()
     for axis, fractions, field in (("horizon", ctx.cfg.axes.horizons, "steps"),
                                    ("batch", ctx.cfg.axes.batch_sizes, "batch_size")):
         if getattr(target, field) == getattr(proxy, field) or not fractions:
@@ -96,10 +98,9 @@ def run_axes(ctx: Any, run_dir: Path, hp: HParams, storage: str,
                           prior=SQRT_PRIOR if axis == "batch" else None,
                           noise_scale=noise.b_noise if noise is not None else None)
         setattr(fits, axis, fit)
-        points[axis] = fit
         _plot(axis, fit, proxy, target, run_dir / f"axes_{axis}.png")
     moved = transfer({"lr": hp.lr, "weight_decay": ctx.optim.weight_decay}, proxy, target, fits)
-    summary = {"proxy": asdict(proxy), "target": asdict(target), "fits": {k: f.to_dict() for k, f in points.items()},
+    summary = {"proxy": asdict(proxy), "target": asdict(target), "fits": {k: getattr(fits, k).to_dict() for k in ("horizon", "batch") if getattr(fits, k)},
                "noise_scale": asdict(fits.noise) if fits.noise is not None else None, "transfer": moved.to_dict()}
     write_json(run_dir / "axes.json", summary)
     settings = replace(ctx.settings, steps=steps, batch_size=batch)
@@ -111,12 +112,7 @@ NOISE_PAIRS = 30  # (small, big) batch pairs of the noise-scale estimate
 
 def _noise_scale(ctx: Any, size: int, hp: HParams) -> NoiseScale | None:
     """The gradient noise scale of the proxy trained at ``hp`` (McCandlish's two-batch estimate on validation
-    batches of 2 and 32 x the batch); None when it cannot be told (a diverged run, noise that swamps it)."""
-    import torch
-    import torch.nn.functional as F
-
-    from ..outputs import output_logits
-
+    batches of a quarter of and 4x the batch); None when it cannot be told (a diverged run, noise that swamps it)."""
     found: list[NoiseScale] = []
     small, big = max(1, ctx.settings.batch_size // 4), 4 * ctx.settings.batch_size
 
@@ -127,8 +123,7 @@ def _noise_scale(ctx: Any, size: int, hp: HParams) -> NoiseScale | None:
 
         def loss_fn(m: torch.nn.Module, pair: tuple) -> torch.Tensor:
             inputs, targets = (t.to(device) for t in pair)
-            logits = output_logits(m(inputs))
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+            return task_loss(m(inputs), targets)
 
         try:
             found.append(gradient_noise_scale(model, loss_fn, [(batch(small), batch(big)) for _ in range(NOISE_PAIRS)],
@@ -141,8 +136,6 @@ def _noise_scale(ctx: Any, size: int, hp: HParams) -> NoiseScale | None:
 
 
 def _plot(axis: str, fit: OptimumFit, proxy: Setting, target: Setting, path: Path) -> None:
-    from .report import _pyplot
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     xs = [math.log2(x) for x in fit.settings]

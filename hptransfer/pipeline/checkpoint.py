@@ -28,6 +28,11 @@ PREVIOUS = "checkpoint.prev.pt"  # the one before the last (unsharded): what a c
 SHARDED = "checkpoint"
 
 
+def is_sharded(parallel: str, world: int) -> bool:
+    """Whether a run writes the sharded format: FSDP2 across more than one process."""
+    return parallel == "fsdp2" and world > 1
+
+
 def location(run_dir: Path, sharded: bool) -> Path:
     return run_dir / (SHARDED if sharded else FILE)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..validate import number
+from ..optim import OPTIMIZERS
+from ..validate import device, number
 
 POSITIVE_INT = {"minimum": 1, "integer": True}
 COUNT = {"minimum": 0, "integer": True}
@@ -35,8 +36,6 @@ LISTS: dict[str, dict[str, Any]] = {"proxy.sizes": POSITIVE_INT, "coord_check.si
 
 
 def _optimizers() -> list[str]:
-    from ..optim import OPTIMIZERS
-
     return sorted(OPTIMIZERS)
 
 
@@ -59,15 +58,7 @@ def check_numbers(cfg: DictConfig, error: type[Exception]) -> None:
         names = allowed() if callable(allowed) else allowed
         if value is not None and value not in names:
             raise error(f"{key}={value!r} is not one of {', '.join(names)}")
-    device = OmegaConf.select(cfg, "train.device", default=None)
-    if device is not None:
-        import torch
-
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError) as err:
-            raise error(f"train.device={device!r} is not a device torch knows ({err}); use cpu, cuda or cuda:N, "
-                        "or leave it unset for CUDA when there is one") from None
+    device("train.device", OmegaConf.select(cfg, "train.device", default=None), error=error)
     for key, bounds in LISTS.items():
         values = OmegaConf.select(cfg, key, default=None)
         if values is None:

@@ -78,8 +78,6 @@ def prepare(cfg: DictConfig) -> Context:
         raise PipelineError(f"the base (width {model.base_width}, depth {model.base_depth}) is larger than the target "
                             f"(width {model.width}, depth {model.depth}); set model.base_width/base_depth to the "
                             "proxy's size or below")
-    if cfg.proxy.axis not in ("width", "depth"):
-        raise PipelineError(f"proxy.axis={cfg.proxy.axis!r}: choose width or depth")
     target_size = model.width if cfg.proxy.axis == "width" else model.depth
     too_big = [s for s in cfg.proxy.sizes if s > target_size]
     if too_big:
@@ -90,14 +88,13 @@ def prepare(cfg: DictConfig) -> Context:
         raise PipelineError("model=gpt needs a token dataset (data=text or data=tokens)")
     if model.family in ("resmlp", "mlp", "resnet") and data.task != "classification":
         raise PipelineError(f"model={model.family} needs a classification dataset (data=synthetic or data=digits)")
-    data.check_fits(cfg.train.seq_len, cfg.train.batch_size)
+    lengths = {"train.seq_len": cfg.train.seq_len}
     if cfg.get("coord_check") is not None and cfg.coord_check.enabled:
-        data.check_fits(cfg.coord_check.seq_len, cfg.coord_check.batch_size, "coord_check.seq_len")
+        lengths["coord_check.seq_len"] = cfg.coord_check.seq_len
+    for key, length in lengths.items():
+        data.check_fits(length, key)
     options = {**OmegaConf.to_container(model.options, resolve=True), **data.model_options}
     if model.family in LANGUAGE_MODELS:
-        lengths = {"train.seq_len": cfg.train.seq_len}
-        if cfg.get("coord_check") is not None and cfg.coord_check.enabled:
-            lengths["coord_check.seq_len"] = cfg.coord_check.seq_len
         for key, length in lengths.items():
             if length > options.get("block_size", 64):
                 raise PipelineError(f"{key}={length} exceeds model.options.block_size="
@@ -201,7 +198,7 @@ def run_target(ctx: Context, run_dir: Path, hp: HParams, source: str, wandb_run:
     metrics.jsonl has one row per step: a run that resumes from a checkpoint keeps the rows before it, and the
     rows it trains again (bit-identical on CPU) are merged by step when it ends."""
     path = run_dir / "metrics.jsonl"
-    sharded = ctx.settings.parallel == "fsdp2" and int(os.environ.get("WORLD_SIZE", 1)) > 1
+    sharded = ckpt.is_sharded(ctx.settings.parallel, int(os.environ.get("WORLD_SIZE", 1)))
     resuming = ctx.settings.resume and ckpt.exists(ckpt.location(run_dir, sharded), sharded)
     metrics = path.open("a" if resuming else "w") if is_rank_zero() else None
 

@@ -109,7 +109,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_frac: float
     raise TrainError(f"train.schedule={schedule!r}: choose cosine, linear or constant")
 
 
-def _loss(output: Any, targets: torch.Tensor) -> torch.Tensor:
+def task_loss(output: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a model's output (a tensor or a transformers ModelOutput) against the targets."""
     logits = output_logits(output)  # tensors, and transformers' ModelOutputs
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
@@ -159,7 +160,7 @@ def evaluate(model: nn.Module, data: TokenStream | Classification, settings: Tra
     for _ in range(settings.eval_batches):
         inputs, targets = (t.to(device) for t in data.batch("val", settings.batch_size, settings.seq_len, generator))
         with torch.autocast(**autocast):
-            losses.append(float(_loss(model(inputs), targets)))
+            losses.append(float(task_loss(model(inputs), targets)))
     return sum(losses) / len(losses)
 
 
@@ -196,7 +197,7 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
     generator = torch.Generator().manual_seed(settings.seed + 1000 * rank)
     curve: list[dict[str, float]] = []
     start_step, first_loss = 0, None
-    sharded = settings.parallel == "fsdp2" and world > 1
+    sharded = ckpt.is_sharded(settings.parallel, world)
     checkpoint = ckpt.location(run_dir, sharded) if run_dir is not None else None
     fingerprint = _fingerprint(spec, scheme, hp, settings, width, depth)
     if settings.resume and checkpoint is not None and ckpt.exists(checkpoint, sharded):
@@ -235,7 +236,7 @@ def train(spec: ModelSpec, scheme: str, data: TokenStream | Classification, hp: 
     for step in range(start_step, settings.steps):
         inputs, targets = (t.to(device) for t in data.batch("train", settings.batch_size, settings.seq_len, generator))
         with torch.autocast(**autocast):
-            loss = _loss(runner(inputs), targets)
+            loss = task_loss(runner(inputs), targets)
         train_loss = float(loss.detach())
         first_loss = train_loss if first_loss is None else first_loss
         if not math.isfinite(train_loss) or train_loss > settings.diverge_factor * first_loss:

@@ -35,7 +35,7 @@ from ..optim import build_optimizer, optimizer_spec
 from ..outputs import output_logits
 from ..parametrize import get_plan, pending_first_forward, unwrap
 from ..structure.shapes import as_globs, index_pattern, match_any
-from ..validate import number
+from ..validate import device as validate_device, number
 
 log = logging.getLogger(__name__)
 
@@ -524,21 +524,6 @@ def default_loss(output: Any, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    """The device to run on: the one asked for (refused when torch does not know it or it is absent), else CUDA
-    when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise CoordCheckError(f"device={device!r} is not a device torch knows ({str(err)[:80]}...); use 'cpu', "
-                              "'cuda' or 'cuda:N', or leave it out") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise CoordCheckError(f"device={device!r}: this torch sees no CUDA device; use device='cpu' or leave it out")
-    return chosen
-
-
 def coord_check(
     build: Callable[[int], nn.Module],
     sizes: Sequence[int],
@@ -609,7 +594,8 @@ def coord_check(
     number("seeds", seeds, minimum=1, integer=True, error=CoordCheckError)
     if fast:
         steps, seeds = min(steps, 3), min(seeds, 2)
-    device = _device(device)
+    device = validate_device("device", device, error=CoordCheckError) or torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
     loss_fn = loss_fn or default_loss
     statistic = STATS[stat]
     result = CoordCheckResult(axis, distinct, steps, seeds, stat, thresholds)
