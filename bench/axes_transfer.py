@@ -7,6 +7,9 @@ away with hptransfer.transfer, then find the true optimum there by a bracketed s
     python bench/axes_transfer.py --axis horizon --proxy-steps 400 --tag=-long   # fits at 100..400, target 3200
     python bench/axes_transfer.py --axis batch --factor 4 --tag=-x4    # held-out checks of the batch law: 64,
     python bench/axes_transfer.py --axis batch --factor 16 --tag=-x16  # and 256 sequences
+    python bench/axes_transfer.py --axis horizon --basin --proxy-steps 400 --tag=-basin-long   # fits at 50..400
+        # steps, each optimum a basin over 4 seeds (basin_optimum), the fit weighted by their errors (~17 min);
+        # add --corpus stdlib (fresh characters: the standard library's source) and --warmup-steps 20
     python bench/axes_transfer.py --smoke               # seconds: every axis on a tiny grid (the tests)
 
 The model is the reference GPT at width 64, 2 layers (mu-P at its base: plain SP numbers), AdamW (torch's
@@ -21,14 +24,18 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sysconfig
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 import hptransfer as hpt
-from hptransfer.axes import SQRT_PRIOR, Fits, Setting
+from hptransfer.axes import SQRT_PRIOR, Fits, Setting, basin_optimum
 from hptransfer.data import load_data
+from hptransfer.data.datasets import TokenStream
+from hptransfer.data.text import CharTokenizer
 from hptransfer.models import ModelSpec
 from hptransfer.pipeline.train import HParams, OptimSettings, TrainSettings, train
 from hptransfer.pipeline.tune import interpolated_optimum
@@ -49,31 +56,67 @@ class Task:
     grid: tuple[float, float, float] = (-11.0, -3.0, 0.5)  # log2 LR: low, high, step
     bracket: float = 2.0  # the target's sweep: predicted +- this many octaves
     wd_grid: tuple[float, float, float] = (-4.0, 4.0, 0.5)  # log2 weight decay at the proxy
+    # the horizon's basin design (--basin): each fit point's optimum from a parabola through every seed's losses
+    basin: bool = False
+    fit_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    fine_step: float = 0.25  # the fit points' grid, centred on a one-seed coarse sweep at the proxy's horizon
+    fine_half: float = 1.25
+    window: float = 1.0  # octaves either side of the best point that each parabola is fitted on
+    warmup_steps: int | None = None  # a warmup of this many steps in every run, instead of 5% of each run's own
+    corpus: str = "pydoc"  # the built-in text (418k characters), or "stdlib": fresh characters for long horizons
 
 
 def grid(low: float, high: float, step: float) -> list[float]:
     return [round(low + i * step, 6) for i in range(int(round((high - low) / step)) + 1)]
 
 
+def stdlib_corpus(val_fraction: float = 0.1) -> TokenStream:
+    """The Python standard library's own source (its .py files outside tests, sorted by path, non-ASCII characters
+    as '?'): 12.6M characters, so a 3200-step run of 16 x 64 tokens reads each of its tokens about once, where the
+    built-in text's 418k would be seen 8 times."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if not {"site-packages", "test", "tests"} & set(p.parts))
+    text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
+    text = text.encode("ascii", errors="replace").decode("ascii")
+    tokenizer = CharTokenizer(text)
+    table = torch.zeros(128, dtype=torch.long)  # ASCII code -> token id (CharTokenizer.encode, vectorized)
+    for char, index in tokenizer.index.items():
+        table[ord(char)] = index
+    ids = table[torch.frombuffer(bytearray(text.encode("ascii")), dtype=torch.uint8).long()]
+    cut = int(len(ids) * (1 - val_fraction))
+    return TokenStream(ids[:cut], ids[cut:], tokenizer.vocab_size)
+
+
 class Runner:
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.data = load_data(SimpleNamespace(kind="text", path=None, val_fraction=0.1))
+        self.data = load_data(SimpleNamespace(kind="text", path=None, val_fraction=0.1)) if task.corpus == "pydoc" \
+            else stdlib_corpus()
         self.spec = ModelSpec("gpt", task.width, 2, task.width, 2, {"vocab_size": self.data.vocab_size, "n_head": 4,
                                                                     "block_size": SEQ})
         self.runs = 0
+        self.done: dict[tuple, float] = {}
+
+    def losses(self, lr: float, steps: int, batch: int, wd: float = 0.0,
+               seeds: tuple[int, ...] | None = None) -> list[float]:
+        """Each seed's validation loss (a diverged seed counts as the loss at init, log(vocab))."""
+        values = []
+        for seed in self.task.seeds if seeds is None else seeds:
+            key = (lr, steps, batch, wd, seed)
+            if key not in self.done:
+                settings = TrainSettings(steps=steps, batch_size=batch, seq_len=SEQ, eval_every=0, eval_batches=8,
+                                         seed=seed, grad_clip=1.0)
+                warmup = 0.05 if self.task.warmup_steps is None else min(1.0, self.task.warmup_steps / steps)
+                result = train(self.spec, "mup", self.data, HParams(lr=lr, warmup_frac=warmup), settings,
+                               OptimSettings(name="adamw", weight_decay=wd))
+                self.runs += 1
+                self.done[key] = math.log(self.data.vocab_size) if result.diverged else result.val_loss
+            values.append(self.done[key])
+        return values
 
     def loss(self, lr: float, steps: int, batch: int, wd: float = 0.0) -> float:
-        """Seed-mean validation loss (a diverged seed counts as the loss at init, log(vocab))."""
-        values = []
-        for seed in self.task.seeds:
-            settings = TrainSettings(steps=steps, batch_size=batch, seq_len=SEQ, eval_every=0, eval_batches=8,
-                                     seed=seed, grad_clip=1.0)
-            result = train(self.spec, "mup", self.data, HParams(lr=lr, warmup_frac=0.05), settings,
-                           OptimSettings(name="adamw", weight_decay=wd))
-            self.runs += 1
-            values.append(math.log(self.data.vocab_size) if result.diverged else result.val_loss)
-        return statistics.fmean(values)
+        """Seed-mean validation loss."""
+        return statistics.fmean(self.losses(lr, steps, batch, wd))
 
     def sweep(self, xs: list[float], loss_of) -> dict:
         """The optimum over log2 values ``xs`` of ``loss_of(2**x)``: interpolated vertex, losses, whether at an edge."""
@@ -95,12 +138,16 @@ def lr_axis(run: Runner, axis: str) -> dict:
         target = replace(proxy, batch_size=task.proxy_batch * task.factor)
         x_of = lambda s: s.batch_size  # noqa: E731
     fits = []
-    for setting in settings:
-        sweep = run.sweep(grid(*task.grid), lambda lr, s=setting: run.loss(lr, s.steps, s.batch_size))
-        fits.append({"x": x_of(setting), **sweep})
-        print(f"{axis} {x_of(setting)}: optimum log2 LR {sweep['optimum_log2']:.2f}", flush=True)
+    if task.basin:
+        fits = basin_sweeps(run, proxy, settings, x_of)
+    else:
+        for setting in settings:
+            sweep = run.sweep(grid(*task.grid), lambda lr, s=setting: run.loss(lr, s.steps, s.batch_size))
+            fits.append({"x": x_of(setting), **sweep})
+            print(f"{axis} {x_of(setting)}: optimum log2 LR {sweep['optimum_log2']:.2f}", flush=True)
     xs = [f["x"] for f in fits]
     optima = [2.0 ** f["optimum_log2"] for f in fits]
+    errors = [f["basin"]["se"] for f in fits] if task.basin else None
     proxy_lr = optima[-1]  # the proxy's own setting is the last fit point
     noise, alternative = None, None
     if axis == "batch":  # the noise scale sets where the optimum saturates; the fit its exponent below that
@@ -109,7 +156,7 @@ def lr_axis(run: Runner, axis: str) -> dict:
         alternative = math.log2(hpt.transfer({"lr": proxy_lr}, proxy, target, Fits(batch=plain))["lr"])
         fit = hpt.fit_optimum(xs, optima, axis="batch", prior=SQRT_PRIOR, noise_scale=noise.b_noise)
     else:
-        fit = hpt.fit_optimum(xs, optima, axis="tokens")
+        fit = hpt.fit_optimum(xs, optima, axis="tokens", se=errors)
     moved = hpt.transfer({"lr": proxy_lr}, proxy, target,
                          Fits(horizon=fit) if axis == "horizon" else Fits(batch=fit, noise=noise))
     predicted = math.log2(moved["lr"])
@@ -123,6 +170,10 @@ def lr_axis(run: Runner, axis: str) -> dict:
         extra = {x: run.loss(2.0**x, target.steps, target.batch_size) for x in more}
         both = dict(zip(measured["log2"], measured["loss"])) | extra
         measured = _resweep(both)
+    if task.basin:  # the target's optimum by the fit points' estimator (the three-point vertex kept beside it)
+        rows = [run.losses(2.0**x, target.steps, target.batch_size) for x in measured["log2"]]
+        basin = basin_optimum(measured["log2"], rows, window=2 * task.window)
+        measured |= {"vertex_log2": measured["optimum_log2"], "optimum_log2": basin.log2, "basin": basin.to_dict()}
     at = lambda lr: run.loss(lr, target.steps, target.batch_size)  # noqa: E731
     loss_predicted, loss_naive = at(moved["lr"]), at(proxy_lr)
     return {"axis": axis, "proxy": vars(proxy), "target": vars(target), "fit_points": fits, "fit": fit.to_dict(),
@@ -133,6 +184,31 @@ def lr_axis(run: Runner, axis: str) -> dict:
             "naive_error_octaves": math.log2(proxy_lr) - measured["optimum_log2"],
             "regret": loss_predicted - measured["best_loss"], "naive_regret": loss_naive - measured["best_loss"],
             "x_proxy": x_of(proxy), "x_target": x_of(target)}
+
+
+def basin_sweeps(run: Runner, proxy: Setting, settings: list[Setting], x_of) -> list[dict]:
+    """Each fit point's optimum as a basin (``basin_optimum``) over a quarter-octave grid and ``fit_seeds`` seeds,
+    the grid centred on a one-seed coarse sweep at the proxy's own setting and widened while the basin is not
+    bracketed."""
+    task = run.task
+    coarse = run.sweep(grid(*task.grid), lambda lr: statistics.fmean(
+        run.losses(lr, proxy.steps, proxy.batch_size, seeds=task.fit_seeds[:1])))
+    center = coarse["grid_optimum_log2"]
+    fits = []
+    for setting in settings:
+        xs = grid(center - task.fine_half, center + task.fine_half, task.fine_step)
+        while True:
+            rows = [run.losses(2.0**x, setting.steps, setting.batch_size, seeds=task.fit_seeds) for x in xs]
+            basin = basin_optimum(xs, rows, window=task.window)
+            if not basin.at_edge or len(xs) > 40:
+                break
+            low = basin.log2 <= xs[0] + task.window
+            xs = grid(xs[0] - 1, xs[-1], task.fine_step) if low else grid(xs[0], xs[-1] + 1, task.fine_step)
+        means = [statistics.fmean(r) for r in rows]
+        fits.append({"x": x_of(setting), "log2": xs, "loss": means, "seed_losses": rows, "optimum_log2": basin.log2,
+                     "basin": basin.to_dict(), "best_loss": min(means), "at_edge": basin.at_edge})
+        print(f"{x_of(setting)}: basin optimum log2 LR {basin.log2:.2f} +- {basin.se:.2f}", flush=True)
+    return fits
 
 
 def _resweep(points: dict[float, float]) -> dict:
@@ -227,7 +303,9 @@ def plot(result: dict, path) -> None:
     else:
         xs = [p["x"] for p in result["fit_points"]]
         ys = [p["optimum_log2"] for p in result["fit_points"]]
-        ax.plot([math.log2(x) for x in xs], ys, "o", label="proxy optima (fit points)")
+        errors = [p["basin"]["se"] for p in result["fit_points"]] if "basin" in result["fit_points"][0] else None
+        ax.errorbar([math.log2(x) for x in xs], ys, yerr=errors, fmt="o",
+                    label="proxy optima (fit points" + (", +- 1 se)" if errors else ")"))
         fit = result["fit"]
         grid_x = [xs[0] * (result["x_target"] / xs[0]) ** (i / 40) for i in range(41)]
         coordinate = (lambda b: -math.log2(1 + fit["noise_scale"] / b)) if fit.get("noise_scale") else math.log2
@@ -266,6 +344,12 @@ def main() -> None:
     parser.add_argument("--proxy-steps", type=int, default=Task.proxy_steps,
                         help="the proxy's own horizon (its fits at 1/4, 1/2 and 1 of it; the target at 8x)")
     parser.add_argument("--factor", type=int, default=Task.factor, help="how far the target is (x the proxy's)")
+    parser.add_argument("--basin", action="store_true",
+                        help="horizon: fit at 1/8..1 of the proxy's steps, each optimum a basin fit over 4 seeds")
+    parser.add_argument("--corpus", choices=["pydoc", "stdlib"], default="pydoc",
+                        help="stdlib: the standard library's source, so that long horizons read fresh characters")
+    parser.add_argument("--warmup-steps", type=int, default=None,
+                        help="every run warms up for this many steps (default: 5%% of its own steps)")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--replot", nargs="+", help="only draw these result files' pictures again")
     args = parser.parse_args()
@@ -273,10 +357,14 @@ def main() -> None:
         for path in args.replot:
             replot(path)
         return
-    task = Task(proxy_steps=args.proxy_steps, factor=args.factor)
+    task = Task(proxy_steps=args.proxy_steps, factor=args.factor, corpus=args.corpus, warmup_steps=args.warmup_steps)
     if args.smoke:
         task = Task(width=32, seeds=(0,), proxy_steps=8, proxy_batch=4, factor=2, grid=(-8.0, -5.0, 1.0),
-                    bracket=1.0, wd_grid=(-1.0, 1.0, 1.0))
+                    bracket=1.0, wd_grid=(-1.0, 1.0, 1.0), corpus=args.corpus)
+    if args.basin:
+        task = replace(task, basin=True, fit_fractions=(0.125, 0.25, 0.5, 1.0))
+        if args.smoke:
+            task = replace(task, proxy_steps=16, fit_seeds=(0, 1), fine_step=0.5, fine_half=1.0)
     axes = args.axis or (["horizon", "batch", "weight_decay"] if args.smoke else ["horizon"])
     for axis in axes:
         run = Runner(task)

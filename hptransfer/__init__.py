@@ -2,7 +2,7 @@
 
 from . import adapters, nn, rules, testing
 from .adapters import AdapterError
-from .axes import Fits, Setting, TransferError, fit_optimum, gradient_noise_scale, transfer
+from .axes import Fits, Setting, TransferError, basin_optimum, fit_optimum, gradient_noise_scale, transfer
 from .check import CheckReport
 from .errors import (AlreadyParametrizedError, ArgumentError, AttentionError, BaseShapeError, BranchError,
                      CheckError, HptError, InitError, NotParametrizedError, ReadoutError, SchemeError,
@@ -18,8 +18,8 @@ from .verify.coord import CoordCheckError, CoordCheckResult, Thresholds, coord_c
 __version__ = "0.1.0"
 
 __all__ = [
-    "Fits", "Setting", "TransferError", "fit_chinchilla", "fit_optimum", "fit_power_law", "gradient_noise_scale",
-    "transfer", "width_limit",
+    "Fits", "Setting", "TransferError", "basin_optimum", "fit_chinchilla", "fit_optimum", "fit_power_law",
+    "gradient_noise_scale", "transfer", "width_limit",
     "AdapterError", "AlreadyParametrizedError", "ArgumentError", "AttentionError", "BaseShapeError", "BranchError", "CheckError",
     "CheckReport", "CoordCheckError", "CoordCheckResult", "HptError", "InitError", "Lion", "ModuleRecord",
     "MuonWithAdamW", "NotParametrizedError", "ParamRecord", "Plan", "ReadoutError", "SchemeError",

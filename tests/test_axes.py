@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from torch import nn
 
 import hptransfer as hpt
-from hptransfer.axes import SQRT_PRIOR, AxisFitError, Fits, NoiseScaleError, Setting, TransferError, fit_optimum
+from hptransfer.axes import (SQRT_PRIOR, AxisFitError, Fits, NoiseScaleError, Setting, TransferError, basin_optimum,
+                             fit_optimum)
 
 
 def synthetic_optima(slope: float, noise: float, seed: int, xs=(1, 2, 4, 8, 16, 32)) -> list[float]:
@@ -91,6 +93,17 @@ def test_the_horizon_rule_moves_the_lr_by_the_fitted_power_and_the_weight_decay_
     assert tau_fraction(moved["lr"], moved["weight_decay"], 800) == pytest.approx(tau_fraction(4e-3, 0.1, 100))
     assert tau_fraction(moved["lr"], 0.1, 800) != pytest.approx(tau_fraction(4e-3, 0.1, 100))  # the naive one breaks it
     assert moved["warmup_frac"] == 0.05 and moved.values["warmup_frac"].rules == ["schedule_fractions"]
+
+
+def test_a_fit_carried_past_its_points_says_how_far():
+    tokens = [PROXY.tokens // 8, PROXY.tokens // 4, PROXY.tokens // 2, PROXY.tokens]
+    fit = fit_optimum(tokens, [2.0**-6] * 4, axis="tokens")
+    far = hpt.transfer({"lr": 4e-3}, PROXY, Setting(width=64, batch_size=16, steps=800, seq_len=64), Fits(horizon=fit))
+    (note,) = far.values["lr"].notes
+    assert "(3.0 octaves) and is carried 3.0 octaves beyond" in note
+    inside = hpt.transfer({"lr": 4e-3}, PROXY, Setting(width=64, batch_size=16, steps=50, seq_len=64),
+                          Fits(horizon=fit))
+    assert inside.values["lr"].notes == []  # the control: 50 steps lies between the fit's points
 
 
 def test_the_batch_rule_and_the_critical_batch():
@@ -182,11 +195,24 @@ def mutransfer(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_the_recipe_sweeps_horizons_and_trains_the_longer_target_at_the_moved_lr(tmp_path):
     out = tmp_path / "run"
-    proc = mutransfer(["axes.target_steps=32", "axes.horizons=[0.25,0.5,1.0]", "optim.weight_decay=0.1",
-                       f"hydra.run.dir={out}"], tmp_path)
+    proc = mutransfer(["axes.target_steps=32", "axes.horizons=[0.25,0.5,1.0]", "axes.seeds=[0,1]",
+                       "optim.weight_decay=0.1", f"hydra.run.dir={out}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     axes = json.loads((out / "axes.json").read_text())
     assert axes["fits"]["horizon"]["settings"] == [2 * 8 * 32, 4 * 8 * 32, 8 * 8 * 32]  # tokens of 2, 4, 8 steps
+    # each optimum is the basin of both seeds' sweeps in the ledger, and the fit is weighted by its error
+    ledger = f"sqlite:///{out / 'trials.db'}"
+    for steps, basin, optimum in zip((2, 4, 8), axes["basins"]["horizon"], axes["fits"]["horizon"]["optima"]):
+        rows = {}
+        for seed in (0, 1):
+            study = optuna.load_study(study_name=f"axes-horizon-{steps}-seed{seed}-32", storage=ledger)
+            for t in study.trials:
+                rows.setdefault(math.log2(t.user_attrs["lr"]), []).append(t.value if t.value is not None else math.nan)
+        xs = sorted(rows)
+        again = basin_optimum(xs, [rows[x] for x in xs])
+        assert basin["log2"] == pytest.approx(again.log2) and basin["se"] == pytest.approx(again.se)
+        assert optimum == pytest.approx(2.0 ** basin["log2"])
+    assert axes["fits"]["horizon"]["se"] == [b["se"] for b in axes["basins"]["horizon"]]
     moved, transfer = axes["transfer"], json.loads((out / "transfer.json").read_text())
     slope = axes["fits"]["horizon"]["slope"]
     assert moved["lr"]["target"] == pytest.approx(moved["lr"]["proxy"] * 4**slope)  # derived: 2 octaves of tokens

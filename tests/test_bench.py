@@ -80,6 +80,26 @@ def test_benchmark_smoke(script, tmp_path):
     assert check(json.loads(files[0].read_text()))
 
 
+@pytest.mark.slow
+def test_the_horizon_basin_design_fits_weighted_basins_on_fresh_characters(tmp_path):
+    """--basin: four fit points, each a basin over the fit seeds with its error, the fit weighted by those errors,
+    the target's optimum by the same estimator with the three-point vertex kept; --corpus stdlib reads the
+    standard library's source."""
+    proc = subprocess.run([sys.executable, "axes_transfer.py", "--smoke", "--basin", "--axis", "horizon", "--corpus",
+                           "stdlib"], cwd=BENCH, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HPT_BENCH_RESULTS": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = tmp_path.glob("axes_transfer-horizon-smoke-*.json")
+    result = json.loads(path.read_text())
+    points = result["fit_points"]
+    assert result["task"]["corpus"] == "stdlib" and len(points) == 4
+    assert all(len(row) == 2 for p in points for row in p["seed_losses"])
+    assert result["fit"]["se"] == [p["basin"]["se"] for p in points] and all(e > 0 for e in result["fit"]["se"])
+    measured = result["measured"]
+    assert measured["optimum_log2"] == measured["basin"]["log2"] and "vertex_log2" in measured
+    assert result["error_octaves"] == pytest.approx(result["predicted_log2"] - measured["optimum_log2"])
+
+
 def test_width_transfer_records_its_clip_threshold(tmp_path):
     """--grad-clip is accepted and written to the JSON, so a result says which clip threshold made it."""
     proc = subprocess.run([sys.executable, "width_transfer.py", "--smoke", "--schemes", "mup", "--grad-clip", "0.25"],

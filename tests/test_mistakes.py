@@ -210,6 +210,8 @@ CONFIG = [
     ("sweep.kind=grid", "sweep.kind='grid'"), ("data.kind=csv", "data.kind='csv'"),
     ("train.seq_len=128", "train.seq_len=128"), ("coord_check.seq_len=4000", "coord_check.seq_len=4000"),
     ("data=tokens data.path=MISSING", "does not exist"), ("model.family=transformerxl", "transformerxl"),
+    ("axes.seeds=[0,-1]", "axes.seeds entry=-1"), ("axes.seeds=[1,1]", "repeats a seed"),
+    ("axes.window=0", "axes.window=0"),
 ]
 
 

@@ -49,6 +49,7 @@ class OptimumFit:
     prior: tuple[float, float] | None = None  # (slope, sd) combined into ``slope``
     notes: list[str] = field(default_factory=list)
     noise_scale: float | None = None  # batch: the coordinate is -log2(1 + B_noise / B) instead of log2 B
+    se: list[float] | None = None  # each optimum's standard error (octaves), when the fit was weighted by them
 
     def coordinate(self, x: float) -> float:
         """Where setting ``x`` sits on the fit's horizontal axis."""
@@ -69,23 +70,24 @@ class OptimumFit:
     def predict(self, x: float) -> tuple[float, tuple[float, float]]:
         """The fitted optimum at ``x`` and its prediction interval (line and scatter)."""
         xs = np.asarray([self.coordinate(v) for v in self.settings])
-        center = float(xs.mean())
+        weights = np.ones_like(xs) if self.se is None else 1 / np.asarray(self.se) ** 2
+        center = float((weights * xs).sum() / weights.sum())
         lx = self.coordinate(x)
         y = self.intercept + self.slope * lx
-        se = math.sqrt(self.residual_sd**2 * (1 + 1 / len(xs)) + self.slope_se**2 * (lx - center) ** 2)
-        half = _t_quantile(self.level, max(self.dof, 1)) * se
+        spread = math.sqrt(self.residual_sd**2 * (1 + 1 / len(xs)) + self.slope_se**2 * (lx - center) ** 2)
+        half = _t_quantile(self.level, max(self.dof, 1)) * spread
         return 2.0**y, (2.0 ** (y - half), 2.0 ** (y + half))
 
     def to_dict(self) -> dict:
         return {"axis": self.axis, "settings": self.settings, "optima": self.optima, "slope": self.slope,
                 "slope_interval": list(self.slope_interval), "intercept": self.intercept,
                 "residual_sd_octaves": self.residual_sd, "level": self.level, "prior": self.prior,
-                "notes": self.notes, "noise_scale": self.noise_scale}
+                "notes": self.notes, "noise_scale": self.noise_scale, "se": self.se}
 
 
 def fit_optimum(settings: Sequence[float], optima: Sequence[float], *, axis: str = "setting",
                 prior: tuple[float, float] | None = None, level: float = 0.95,
-                noise_scale: float | None = None) -> OptimumFit:
+                noise_scale: float | None = None, se: Sequence[float] | None = None) -> OptimumFit:
     """Fit ``log2 optimum`` against ``log2 setting`` (three or more distinct settings).
 
     Args:
@@ -94,6 +96,9 @@ def fit_optimum(settings: Sequence[float], optima: Sequence[float], *, axis: str
         noise_scale: for the batch axis, the gradient noise scale B_noise measured on the proxy: the optimum is
             fitted as ``(1 + B_noise / B)^-slope`` (the square-root rule, slope 1/2, far below B_noise; flat far
             above it, where McCandlish et al.'s optimal step saturates) instead of a pure power of B.
+        se: each optimum's standard error in octaves (``basin_optimum``'s): the points are weighted by it and the
+            intervals use it (scaled up when the points scatter more than their errors say). Without it every
+            point counts alike and the scatter about the line, floored at a quarter octave, is the noise.
     """
     xs = np.asarray(settings, dtype=float)
     ys = np.asarray(optima, dtype=float)
@@ -109,16 +114,32 @@ def fit_optimum(settings: Sequence[float], optima: Sequence[float], *, axis: str
         raise AxisFitError(f"noise_scale={noise_scale!r}: give the gradient noise scale (a positive batch size)")
     lx = -np.log2(1 + noise_scale / xs) if noise_scale else np.log2(xs)
     ly = np.log2(ys)
-    center = lx.mean()
-    sxx = float(((lx - center) ** 2).sum())
-    slope = float(((lx - center) * (ly - ly.mean())).sum() / sxx)
-    intercept = float(ly.mean() - slope * center)
+    if se is None:
+        weights = np.ones_like(lx)
+    else:
+        errors = np.asarray(se, dtype=float)
+        if errors.shape != lx.shape or not (np.all(np.isfinite(errors)) and np.all(errors > 0)):
+            raise AxisFitError(f"{axis}: se={list(errors.reshape(-1))}: give one positive standard error (octaves) "
+                               "per optimum")
+        weights = 1 / errors**2
+    center = float((weights * lx).sum() / weights.sum())
+    sxx = float((weights * (lx - center) ** 2).sum())
+    level_y = float((weights * ly).sum() / weights.sum())
+    slope = float((weights * (lx - center) * (ly - level_y)).sum() / sxx)
+    intercept = float(level_y - slope * center)
     dof = len(lx) - 2
     residuals = ly - (intercept + slope * lx)
-    residual_sd = math.sqrt(float((residuals**2).sum()) / dof) if dof > 0 else 0.0
-    # a perfect line on three points still has the optimum's own resolution as its noise: a grid's quarter octave
-    residual_sd = max(residual_sd, 0.25)
-    slope_se = residual_sd / math.sqrt(sxx)
+    if se is None:
+        residual_sd = math.sqrt(float((residuals**2).sum()) / dof) if dof > 0 else 0.0
+        # a perfect line on three points still has the optimum's own resolution as its noise: a grid's quarter octave
+        residual_sd = max(residual_sd, 0.25)
+        slope_se = residual_sd / math.sqrt(sxx)
+    else:
+        # the points' own errors, scaled up by the scatter when it is larger than they say (reduced chi-square)
+        chi2 = float((weights * residuals**2).sum()) / dof if dof > 0 else 1.0
+        scale = math.sqrt(max(chi2, 1.0))
+        slope_se = scale / math.sqrt(sxx)
+        residual_sd = scale * math.sqrt(len(lx) / float(weights.sum()))  # a typical point's error
     notes = []
     if prior is not None:
         prior_slope, prior_sd = prior
@@ -127,6 +148,6 @@ def fit_optimum(settings: Sequence[float], optima: Sequence[float], *, axis: str
         notes.append(f"fitted slope {slope:.3f} +- {slope_se:.3f} combined with the prior {prior_slope:g} +- "
                      f"{prior_sd:g}: {combined:.3f}")
         slope, slope_se = combined, 1 / math.sqrt(weight_fit + weight_prior)
-        intercept = float(ly.mean() - slope * center)
+        intercept = float(level_y - slope * center)
     return OptimumFit(axis, xs.tolist(), ys.tolist(), slope, intercept, slope_se, residual_sd, dof, level, prior,
-                      notes, noise_scale)
+                      notes, noise_scale, None if se is None else [float(e) for e in se])

@@ -99,6 +99,17 @@ def _check_setting(name: str, setting: Setting) -> None:
         number(f"{name}.{key}", getattr(setting, key), minimum=1, integer=True, error=TransferError)
 
 
+def _note_reach(moved: Moved, fit: OptimumFit, x: float, unit: str) -> None:
+    """Say how far past its measured range a fit is carried: its interval covers the scatter of the points, not a
+    law that bends outside them (BENCHMARKS.md section 13: the LR optimum over training tokens turns around)."""
+    low, high = min(fit.settings), max(fit.settings)
+    beyond = math.log2(x / high) if x > high else math.log2(low / x) if x < low else 0.0
+    if beyond > 0:
+        moved.notes.append(f"the {fit.axis} fit measured {low:.4g}..{high:.4g} {unit} ({math.log2(high / low):.1f} "
+                           f"octaves) and is carried {beyond:.1f} octaves beyond to {x:.4g}: its interval assumes the "
+                           "power law holds there")
+
+
 def transfer(hparams: Mapping[str, float], proxy: Setting, target: Setting, fits: Fits | None = None) -> Transferred:
     """The target's hyperparameters from those tuned at ``proxy``.
 
@@ -147,6 +158,7 @@ def transfer(hparams: Mapping[str, float], proxy: Setting, target: Setting, fits
                             "proxy's gradient noise scale): a larger batch buys fewer steps' worth of progress than "
                             "its size")
         ratio, (low, high) = fits.batch.ratio(proxy.batch_size, effective)
+        _note_reach(lr, fits.batch, target.batch_size, "sequences per step")
         lr.value *= ratio
         log_low, log_high = log_low + math.log2(low / ratio), log_high + math.log2(high / ratio)
         lr.rules.append("lr_batch")
@@ -159,6 +171,7 @@ def transfer(hparams: Mapping[str, float], proxy: Setting, target: Setting, fits
                 "the optima with hptransfer.fit_optimum(tokens, optimal_lrs, axis='tokens') and pass "
                 "fits=Fits(horizon=...)")
         ratio, (low, high) = fits.horizon.ratio(tokens_after_batch, target.tokens)
+        _note_reach(lr, fits.horizon, target.tokens, "tokens")
         lr.value *= ratio
         log_low, log_high = log_low + math.log2(low / ratio), log_high + math.log2(high / ratio)
         lr.rules.append("lr_horizon")

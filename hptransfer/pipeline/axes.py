@@ -13,7 +13,8 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig
 
-from ..axes import Fits, NoiseScale, NoiseScaleError, Setting, fit_optimum, gradient_noise_scale, transfer
+from ..axes import (Basin, Fits, NoiseScale, NoiseScaleError, Setting, basin_optimum, fit_optimum,
+                    gradient_noise_scale, transfer)
 from ..axes.fit import OptimumFit
 from ..axes.rules import SQRT_PRIOR
 from ..validate import number
@@ -41,6 +42,11 @@ def check_axes(cfg: DictConfig, error: type[Exception]) -> None:
             number(f"axes.{key} entry", value, above=0, error=error, fix=f"axes.{key}={values}")
         if values and len(set(values)) < 3:
             raise error(f"axes.{key}={values}: the fit needs 3 or more distinct settings, e.g. [0.25, 0.5, 1.0]")
+    seeds = list(axes.get("seeds") or [])
+    for seed in seeds:
+        number("axes.seeds entry", seed, minimum=0, integer=True, error=error, fix=f"axes.seeds={seeds}")
+    if len(set(seeds)) < len(seeds):
+        raise error(f"axes.seeds={seeds} repeats a seed: give distinct seeds, e.g. [0, 1, 2, 3]")
     steps, batch = target_setting(cfg)
     if steps != cfg.train.steps and not axes.horizons:
         raise error(f"axes.target_steps={steps} differs from train.steps={cfg.train.steps} (the proxy's): set "
@@ -72,36 +78,52 @@ def run_axes(ctx: Any, run_dir: Path, hp: HParams, storage: str,
                           log2_lr_step=ctx.sweep.log2_lr_step, storage=ctx.sweep.storage, seed=ctx.sweep.seed,
                           heartbeat_s=ctx.sweep.heartbeat_s, stale_after_s=ctx.sweep.stale_after_s)
     fits = Fits()
+    seeds = [int(seed) for seed in (ctx.cfg.axes.get("seeds") or [ctx.settings.seed])]
+    basins: dict[str, list[dict[str, Any]]] = {}
     for axis, fractions, field in (("horizon", ctx.cfg.axes.horizons, "steps"),
                                    ("batch", ctx.cfg.axes.batch_sizes, "batch_size")):
         if getattr(target, field) == getattr(proxy, field) or not fractions:
             continue
-        xs, optima = [], []
+        xs, found = [], []
         for fraction in sorted(float(f) for f in fractions):
             value = max(1, int(round(getattr(ctx.settings, field) * fraction)))
-            settings = replace(ctx.settings, **{field: value})
+            table: dict[float, list[float]] = {}
+            for seed in seeds:
+                settings = replace(ctx.settings, **{field: value, "seed": seed})
 
-            def objective(size: int, trial_hp: HParams, settings: TrainSettings = settings) -> Any:
-                return train(ctx.spec, ctx.scheme, ctx.data, trial_hp, settings, ctx.optim, width=size)
+                def objective(size: int, trial_hp: HParams, settings: TrainSettings = settings) -> Any:
+                    return train(ctx.spec, ctx.scheme, ctx.data, trial_hp, settings, ctx.optim, width=size)
 
-            study = replace(sweep, study=f"axes-{axis}-{value}")
-            fingerprint = {"axis": axis, field: value, "base": asdict(ctx.settings), "hp": asdict(hp),
-                           "scheme": ctx.scheme, "spec": asdict(ctx.spec)}
-            (optimum,) = run_sweep(objective, [size], hp, study, storage, fingerprint, progress)
+                study = replace(sweep, study=f"axes-{axis}-{value}-seed{seed}")
+                fingerprint = {"axis": axis, field: value, "seed": seed, "base": asdict(ctx.settings),
+                               "hp": asdict(hp), "scheme": ctx.scheme, "spec": asdict(ctx.spec)}
+                (optimum,) = run_sweep(objective, [size], hp, study, storage, fingerprint, progress)
+                for log2_lr, loss in optimum.points:
+                    table.setdefault(log2_lr, []).append(loss)
+            grid = sorted(x for x in table if len(table[x]) == len(seeds))
+            basin = basin_optimum(grid, [table[x] for x in grid], window=float(ctx.cfg.axes.window))
             setting = replace(proxy, **{field: value})
             xs.append(setting.tokens if axis == "horizon" else setting.batch_size)
-            optima.append(optimum.lr)
+            found.append(basin)
+            if progress:
+                progress(f"axes: {axis} {value}: optimum log2 LR {basin.log2:.2f} +- {basin.se:.2f}"
+                         + (" (at the LR grid's edge: widen sweep.log2_lr_min/max)" if basin.at_edge else ""))
         noise = _noise_scale(ctx, size, hp) if axis == "batch" else None
         if noise is not None:
             fits.noise = noise
-        fit = fit_optimum(xs, optima, axis="tokens" if axis == "horizon" else "batch",
+        fit = fit_optimum(xs, [b.value for b in found], axis="tokens" if axis == "horizon" else "batch",
                           prior=SQRT_PRIOR if axis == "batch" else None,
-                          noise_scale=noise.b_noise if noise is not None else None)
+                          noise_scale=noise.b_noise if noise is not None else None, se=[b.se for b in found])
+        fit.notes += [f"{axis} {x:g}: the optimum is at the LR grid's edge (log2 {b.log2:.2f}); the fit there is "
+                      "a bound, not a measurement: widen sweep.log2_lr_min / log2_lr_max" for x, b in zip(xs, found)
+                      if b.at_edge]
+        basins[axis] = [dict(b.to_dict(), setting=x) for x, b in zip(xs, found)]
         setattr(fits, axis, fit)
-        _plot(axis, fit, proxy, target, run_dir / f"axes_{axis}.png")
+        _plot(axis, fit, found, proxy, target, run_dir / f"axes_{axis}.png")
     moved = transfer({"lr": hp.lr, "weight_decay": ctx.optim.weight_decay}, proxy, target, fits)
     summary = {"proxy": asdict(proxy), "target": asdict(target), "fits": {k: getattr(fits, k).to_dict() for k in ("horizon", "batch") if getattr(fits, k)},
-               "noise_scale": asdict(fits.noise) if fits.noise is not None else None, "transfer": moved.to_dict()}
+               "noise_scale": asdict(fits.noise) if fits.noise is not None else None, "transfer": moved.to_dict(),
+               "basins": basins, "seeds": seeds}
     write_json(run_dir / "axes.json", summary)
     settings = replace(ctx.settings, steps=steps, batch_size=batch)
     return AxesResult(settings, moved["weight_decay"], replace(hp, lr=moved["lr"]), summary)
@@ -135,11 +157,12 @@ def _noise_scale(ctx: Any, size: int, hp: HParams) -> NoiseScale | None:
     return found[0] if found else None
 
 
-def _plot(axis: str, fit: OptimumFit, proxy: Setting, target: Setting, path: Path) -> None:
+def _plot(axis: str, fit: OptimumFit, basins: list[Basin], proxy: Setting, target: Setting, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     xs = [math.log2(x) for x in fit.settings]
-    ax.plot(xs, [math.log2(y) for y in fit.optima], "o", label="proxy's optimum (LR grid)")
+    ax.errorbar(xs, [b.log2 for b in basins], yerr=[b.se for b in basins], fmt="o",
+                label="proxy's optimum (basin of the LR grid, +- 1 se)")
     x_target = math.log2(target.tokens if axis == "horizon" else target.batch_size)
     line = [min(xs) + (max(max(xs), x_target) - min(xs)) * i / 40 for i in range(41)]
     anchor = proxy.tokens if axis == "horizon" else proxy.batch_size  # the rule moves the proxy's own optimum

@@ -29,7 +29,7 @@ RANGES: dict[str, dict[str, Any]] = {
     "data.val_fraction": {"above": 0, "below": 1}, "data.n_train": POSITIVE_INT, "data.n_val": POSITIVE_INT,
     "data.d_in": POSITIVE_INT, "data.n_classes": {"minimum": 2, "integer": True},
     "optim.momentum": {"minimum": 0, "below": 1},
-    "axes.target_steps": POSITIVE_INT, "axes.target_batch_size": POSITIVE_INT,
+    "axes.target_steps": POSITIVE_INT, "axes.target_batch_size": POSITIVE_INT, "axes.window": {"above": 0},
 }
 LISTS: dict[str, dict[str, Any]] = {"proxy.sizes": POSITIVE_INT, "coord_check.sizes": POSITIVE_INT,
                                     "optim.betas": {"minimum": 0, "below": 1}}

@@ -158,13 +158,17 @@ class TargetCheckConfig:
 class AxesConfig:
     """mutransfer.py: a target trained for other steps or another batch than the proxy (train.steps,
     train.batch_size). The proxy's LR is swept at each of ``horizons`` x train.steps and ``batch_sizes`` x
-    train.batch_size (the LR grid of ``sweep``, on the largest proxy), the optimum's power law fitted, and
+    train.batch_size (the LR grid of ``sweep``, on the largest proxy, once per seed of ``seeds``), each optimum
+    taken as the vertex of a parabola through every seed's losses near the best LR (with its standard error,
+    ``hptransfer.axes.basin_optimum``), the optimum's power law fitted with those errors, and
     hptransfer.transfer moves the LR and weight decay to the target's setting (docs/rules.md, "Beyond width")."""
 
     target_steps: Optional[int] = None  # default: train.steps
     target_batch_size: Optional[int] = None  # default: train.batch_size
     horizons: list[float] = field(default_factory=list)  # e.g. [0.25, 0.5, 1.0]: needed when the steps differ
     batch_sizes: list[float] = field(default_factory=list)  # e.g. [0.25, 0.5, 1.0]: needed when the batch differs
+    seeds: list[int] = field(default_factory=list)  # each sweep repeated per seed (default: train.seed only)
+    window: float = 1.0  # octaves either side of a sweep's best LR that its basin parabola is fitted on
 
 
 @dataclass

@@ -135,16 +135,22 @@ def write_report(run_dir: Path, *, title: str, scheme: str, axis: str, optima: l
 def _axes_lines(axes: dict[str, Any]) -> list[str]:
     """The horizon and batch rules: each fit, and what moved (axes.json)."""
     proxy, target = axes["proxy"], axes["target"]
+    seeds = axes.get("seeds") or []
     lines = ["## Beyond width: the target's steps and batch", "",
              f"The proxy trained {proxy['steps']} steps of {proxy['batch_size']}; the target trains {target['steps']} "
-             f"of {target['batch_size']}.", "", "| axis | fitted slope of log2 LR* (95% interval) | points |",
-             "|---|---|---|"]
+             f"of {target['batch_size']}. Each optimum is a basin fit over {len(seeds) or 1} seed(s), "
+             "+- its standard error.", "",
+             "| axis | fitted slope of log2 LR* (95% interval) | log2 optimum at each point |", "|---|---|---|"]
     for axis, fit in axes["fits"].items():
         low, high = fit["slope_interval"]
-        lines.append(f"| {axis} | {fit['slope']:.2f} [{low:.2f}, {high:.2f}] | {len(fit['settings'])} |")
+        points = ", ".join(f"{b['log2']:.2f} +- {b['se']:.2f}" + (" (grid edge)" if b["at_edge"] else "")
+                           for b in axes.get("basins", {}).get(axis, [])) or str(len(fit["settings"]))
+        lines.append(f"| {axis} | {fit['slope']:.2f} [{low:.2f}, {high:.2f}] | {points} |")
     lines += ["", "| hyperparameter | proxy | target | rules |", "|---|---|---|---|"]
     for name, moved in axes["transfer"].items():
         lines.append(f"| {name} | {moved['proxy']:.4g} | {moved['target']:.4g} | {', '.join(moved['rules']) or '-'} |")
+    notes = [f"- {name}: {note}" for name, moved in axes["transfer"].items() for note in moved.get("notes", [])]
+    lines += [""] + notes if notes else []
     for axis in axes["fits"]:
         lines += ["", f"![{axis}](axes_{axis}.png)"]
     return lines + [""]

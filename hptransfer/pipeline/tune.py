@@ -107,6 +107,7 @@ class Optimum:
     loss: float
     at_edge: bool
     params: dict[str, Any] = field(default_factory=dict)
+    points: list[tuple[float, float]] = field(default_factory=list)  # a grid's (log2 LR, loss), NaN: diverged
 
     @property
     def lr(self) -> float:
@@ -306,7 +307,7 @@ def _optimum(study: Any, size: int, sweep: SweepSettings) -> Optimum:
         ys = [t.value if t.state == optuna.trial.TrialState.COMPLETE else float("nan") for t in trials]
         log2_lr, grid_point, edge = interpolated_optimum(xs, ys)
         loss = min(y for y in ys if math.isfinite(y))
-        return Optimum(size, log2_lr, grid_point, loss, edge)
+        return Optimum(size, log2_lr, grid_point, loss, edge, points=sorted(zip(xs, ys)))
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise TuneError(f"no trial of size {size} finished: narrow sweep.space or lower its LR range")
