@@ -152,9 +152,9 @@ def lr_axis(run: Runner, axis: str) -> dict:
     noise, alternative = None, None
     if axis == "batch":  # the noise scale sets where the optimum saturates; the fit its exponent below that
         noise = noise_scale(run, proxy, proxy_lr)
-        plain = hpt.fit_optimum(xs, optima, axis="batch", prior=SQRT_PRIOR)
+        plain = hpt.fit_optimum(xs, optima, axis="batch", prior=SQRT_PRIOR, se=errors)
         alternative = math.log2(hpt.transfer({"lr": proxy_lr}, proxy, target, Fits(batch=plain))["lr"])
-        fit = hpt.fit_optimum(xs, optima, axis="batch", prior=SQRT_PRIOR, noise_scale=noise.b_noise)
+        fit = hpt.fit_optimum(xs, optima, axis="batch", prior=SQRT_PRIOR, noise_scale=noise.b_noise, se=errors)
     else:
         fit = hpt.fit_optimum(xs, optima, axis="tokens", se=errors)
     moved = hpt.transfer({"lr": proxy_lr}, proxy, target,
@@ -345,7 +345,7 @@ def main() -> None:
                         help="the proxy's own horizon (its fits at 1/4, 1/2 and 1 of it; the target at 8x)")
     parser.add_argument("--factor", type=int, default=Task.factor, help="how far the target is (x the proxy's)")
     parser.add_argument("--basin", action="store_true",
-                        help="horizon: fit at 1/8..1 of the proxy's steps, each optimum a basin fit over 4 seeds")
+                        help="fit at 1/8..1 of the proxy's steps (or batch), each optimum a basin fit over 4 seeds")
     parser.add_argument("--corpus", choices=["pydoc", "stdlib"], default="pydoc",
                         help="stdlib: the standard library's source, so that long horizons read fresh characters")
     parser.add_argument("--warmup-steps", type=int, default=None,
