@@ -119,7 +119,7 @@ def run_axes(ctx: Any, run_dir: Path, hp: HParams, storage: str,
                       if b.at_edge]
         basins[axis] = [dict(b.to_dict(), setting=x) for x, b in zip(xs, found)]
         setattr(fits, axis, fit)
-        _plot(axis, fit, found, proxy, target, run_dir / f"axes_{axis}.png")
+        _plot(axis, fit, found, proxy, target, hp.lr, run_dir / f"axes_{axis}.png")
     moved = transfer({"lr": hp.lr, "weight_decay": ctx.optim.weight_decay}, proxy, target, fits)
     summary = {"proxy": asdict(proxy), "target": asdict(target), "fits": {k: getattr(fits, k).to_dict() for k in ("horizon", "batch") if getattr(fits, k)},
                "noise_scale": asdict(fits.noise) if fits.noise is not None else None, "transfer": moved.to_dict(),
@@ -157,7 +157,10 @@ def _noise_scale(ctx: Any, size: int, hp: HParams) -> NoiseScale | None:
     return found[0] if found else None
 
 
-def _plot(axis: str, fit: OptimumFit, basins: list[Basin], proxy: Setting, target: Setting, path: Path) -> None:
+def _plot(axis: str, fit: OptimumFit, basins: list[Basin], proxy: Setting, target: Setting, tuned_lr: float,
+          path: Path) -> None:
+    """The fit points with their errors, the rule's line through the grid's optimum at the proxy, and the LR the
+    transfer actually moves (the search's, which the grid's optimum need not equal) at both ends."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     xs = [math.log2(x) for x in fit.settings]
@@ -172,6 +175,9 @@ def _plot(axis: str, fit: OptimumFit, basins: list[Basin], proxy: Setting, targe
     ax.plot(line, [anchor_y + fit.slope * (fit.coordinate(2.0**x) - fit.coordinate(anchor)) for x in line], "-", lw=1,
             label=f"rule from the proxy's optimum: slope {fit.slope:.2f} [{fit.slope_interval[0]:.2f}, "
                   f"{fit.slope_interval[1]:.2f}]")
+    moved = math.log2(tuned_lr) + fit.slope * (fit.coordinate(2.0**x_target) - fit.coordinate(anchor))
+    ax.plot([math.log2(anchor), x_target], [math.log2(tuned_lr), moved], "s--", color="C2", lw=1, ms=5,
+            label=f"the tuned LR, moved along this axis: {tuned_lr:.3g} -> {2.0**moved:.3g}")
     ax.axvline(x_target, ls=":", color="gray", label="the target's setting")
     ax.set_xlabel("log2 " + ("training tokens" if axis == "horizon" else "batch size"))
     ax.set_ylabel("log2 optimal LR")
