@@ -79,10 +79,7 @@ def stdlib_corpus(val_fraction: float = 0.1) -> TokenStream:
     text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
     text = text.encode("ascii", errors="replace").decode("ascii")
     tokenizer = CharTokenizer(text)
-    table = torch.zeros(128, dtype=torch.long)  # ASCII code -> token id (CharTokenizer.encode, vectorized)
-    for char, index in tokenizer.index.items():
-        table[ord(char)] = index
-    ids = table[torch.frombuffer(bytearray(text.encode("ascii")), dtype=torch.uint8).long()]
+    ids = tokenizer.encode(text)
     cut = int(len(ids) * (1 - val_fraction))
     return TokenStream(ids[:cut], ids[cut:], tokenizer.vocab_size)
 
